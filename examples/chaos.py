@@ -1,0 +1,99 @@
+"""An app that misbehaves on request, for demos and for corral's own tests.
+
+Endpoints:
+
+* ``/``                   who served this: ``{"pid", "thread_id", "slot", "generation"}``
+* ``/slow?seconds=S``     answers after S seconds (non-blocking sleep)
+* ``/crash``              makes this worker's event loop fail: a crash in both modes.
+                          With ``?slot=N``, only worker slot N crashes; others answer 409
+* ``/exit?code=N``        exits the worker process with code N (process mode;
+                          in thread mode it falls back to ``/crash``)
+* ``/hang?seconds=S``     blocks the worker's event loop for S seconds
+
+Set ``CHAOS_FAIL_STARTUP=1`` to make lifespan startup fail in every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from corral.worker import current_worker
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            if os.environ.get("CHAOS_FAIL_STARTUP") == "1":
+                await send({"type": "lifespan.startup.failed", "message": "CHAOS_FAIL_STARTUP=1"})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _respond(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _crash_loop() -> None:
+    """Stop the running loop mid-request: ``asyncio.run`` then raises in the worker."""
+    asyncio.get_running_loop().stop()
+
+
+def _in_worker_thread() -> bool:
+    return threading.current_thread() is not threading.main_thread()
+
+
+def _number(query: dict[str, list[str]], key: str, default: float) -> float:
+    return float(query.get(key, [default])[0])
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    query = parse_qs(scope.get("query_string", b"").decode())
+    worker = current_worker()
+    identity = {
+        "pid": os.getpid(),
+        "thread_id": threading.get_native_id(),
+        "slot": worker.slot if worker else None,
+        "generation": worker.generation if worker else None,
+    }
+    wanted = query.get("slot")
+    if wanted and worker is not None and int(wanted[0]) != worker.slot:
+        await _respond(send, 409, {"error": "not this slot", **identity})
+        return
+    if path == "/slow":
+        await asyncio.sleep(_number(query, "seconds", 1.0))
+    elif path == "/hang":
+        time.sleep(_number(query, "seconds", 60.0))
+    elif path == "/crash" or (path == "/exit" and _in_worker_thread()):
+        _crash_loop()
+        await asyncio.sleep(3600)  # never answered: the loop is going away
+    elif path == "/exit":
+        os._exit(int(_number(query, "code", 1)))
+    elif path != "/":
+        await _respond(send, 404, {"error": "not found"})
+        return
+    await _respond(send, 200, identity)

@@ -1,0 +1,180 @@
+"""The ``corral`` command line: ``corral run`` and ``corral check``.
+
+Flags are generated from ``ServerConfig``'s fields, so every setting has
+exactly one name, one default and one help text. This is the one place where
+``CorralError`` becomes an exit code and a single line on stderr.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import structlog
+
+from corral import __version__
+from corral.appload import load_app
+from corral.config import (
+    ExhaustedAction,
+    Lifespan,
+    LoadedConfig,
+    LogFormat,
+    ServerConfig,
+    field_default,
+    field_help,
+    field_type,
+    load_config,
+)
+from corral.errors import CorralError, ExitCode
+from corral.lifecycle.collector import LifecycleCollector
+from corral.lifecycle.log_sink import StructlogSink
+from corral.listeners import close_listeners, create_listeners, describe
+from corral.logs import configure_logging
+from corral.runtime import WorkerMode, decide_mode
+from corral.supervisor import Supervisor
+
+_CHOICES: dict[str, list[str]] = {
+    "WorkerMode | None": ["auto", *(m.value for m in WorkerMode)],
+    "ExhaustedAction": [a.value for a in ExhaustedAction],
+    "LogFormat": [f.value for f in LogFormat],
+    "Lifespan": [x.value for x in Lifespan],
+}
+_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "str | None": str}
+
+
+def _shown_default(name: str) -> str:
+    default = field_default(name)
+    if isinstance(default, enum.Enum):
+        return str(default.value)
+    if default is None:
+        return "auto" if name == "mode" else "none"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return str(default)
+
+
+def _config_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A click option for one ``ServerConfig`` field. Its default stays ``None`` so that
+    an unset flag lets the environment and the config file through."""
+    flag = "--" + name.replace("_", "-")
+    help_text = f"{field_help(name)}  [default: {_shown_default(name)}]"
+    kind = field_type(name)
+    if kind == "bool":
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
+    click_type = click.Choice(_CHOICES[kind]) if kind in _CHOICES else _TYPES[kind]
+    return click.option(flag, name, type=click_type, default=None, help=help_text)
+
+
+def _with_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for spec in reversed(fields(ServerConfig)):
+        if spec.metadata.get("cli"):
+            command = _config_option(spec.name)(command)
+    return command
+
+
+def _fail(error: CorralError) -> NoReturn:
+    click.echo(f"corral: error: {error}", err=True)
+    sys.exit(int(error.exit_code))
+
+
+def _add_app_dir(app_dir: str) -> None:
+    resolved = str(Path(app_dir).resolve())
+    if resolved not in sys.path:
+        sys.path.insert(0, resolved)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="corral")
+def cli() -> None:
+    """corral: an observability-first worker supervisor for ASGI apps."""
+
+
+@cli.command()
+@click.argument("app_path", metavar="APP")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML file with a [tool.corral] table.  [default: ./corral.toml or ./pyproject.toml]",
+)
+@click.option("--app-dir", default=".", show_default=True, help="Directory to import APP from.")
+@_with_config_options
+def run(app_path: str, config_file: Path | None, app_dir: str, **values: Any) -> None:
+    """Serve APP ('module:attribute') on supervised workers."""
+    try:
+        loaded = load_config(values, config_path=config_file)
+    except CorralError as exc:
+        _fail(exc)
+    sys.exit(int(_serve(app_path, app_dir, loaded)))
+
+
+def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
+    config = loaded.config
+    configure_logging(config.log_format, config.log_level, access_log=config.access_log)
+    log = structlog.get_logger("corral")
+    for name in loaded.unknown_env:
+        log.warning("unknown environment variable ignored", variable=name)
+    _add_app_dir(app_dir)
+    try:
+        app = load_app(app_path)
+        sockets = create_listeners(config)
+    except CorralError as exc:
+        _fail(exc)
+    collector = LifecycleCollector([StructlogSink()])
+    try:
+        supervisor = Supervisor(config, app, lifecycle_collector=collector, app_path=app_path)
+    except CorralError as exc:
+        close_listeners(sockets)
+        _fail(exc)
+    tls = config.ssl_certfile is not None
+    log.info(
+        "corral listening",
+        urls=[describe(sock, tls=tls) for sock in sockets],
+        workers=config.workers,
+        mode=supervisor.mode.value,
+        mode_reason=supervisor.mode_decision.reason,
+        config_file=str(loaded.file) if loaded.file else None,
+        version=__version__,
+    )
+    return supervisor.run(sockets)
+
+
+@cli.command()
+@click.argument("app_path", metavar="APP")
+@click.option("--app-dir", default=".", show_default=True, help="Directory to import APP from.")
+@click.option(
+    "--mode", type=click.Choice(_CHOICES["WorkerMode | None"]), default="auto", show_default=True
+)
+def check(app_path: str, app_dir: str, mode: str) -> None:
+    """Import APP and say which worker mode corral would use, and why."""
+    _add_app_dir(app_dir)
+    try:
+        app = load_app(app_path)
+    except CorralError as exc:
+        _fail(exc)
+    decision = decide_mode(None if mode == "auto" else WorkerMode(mode))
+    click.echo(f"app:    {app_path} ({type(app).__name__})")
+    click.echo(f"mode:   {decision.mode.value} ({decision.reason})")
+    click.echo(
+        f"python: {sys.version.split()[0]}"
+        f" (free-threaded build: {_yes(decision.free_threaded_build)},"
+        f" GIL enabled now: {_yes(decision.gil_enabled)})"
+    )
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(prog_name="corral")
+    except KeyboardInterrupt:  # Ctrl-C before the supervisor took over signals
+        sys.exit(130)

@@ -1,0 +1,258 @@
+"""Supervisor-side handles on one worker incarnation: a process or a thread.
+
+Both kinds expose the same small surface to the supervisor: file
+descriptors to watch, the pid or thread id, ``drain``/``force_stop``/``kill``,
+and an ``ExitInfo`` once dead. Death is *signalled*, never polled for:
+
+* a process's multiprocessing sentinel becomes readable when it exits;
+* a thread posts ``ThreadExited`` to the supervisor's mailbox from its
+  ``finally`` block, which also wakes the supervisor's selector.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.context import BaseContext
+from typing import Any
+
+import structlog
+
+from corral.appload import ASGIApp
+from corral.worker import (
+    DrainCommand,
+    WorkerEngine,
+    WorkerMessage,
+    WorkerSpec,
+    describe_exception,
+    process_main,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    """How an incarnation ended. ``signal_number`` is set when a signal killed a process."""
+
+    exit_code: int | None = None
+    signal_number: int | None = None
+    raised: bool = False
+    message: str | None = None
+
+    def describe(self) -> str:
+        if self.signal_number is not None:
+            return signal.Signals(self.signal_number).name
+        if self.raised:
+            return f"exception: {self.message}"
+        return f"exit {self.exit_code}"
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadExited:
+    """Posted by a thread worker as the very last thing it does."""
+
+    slot: int
+    generation: int
+    info: ExitInfo
+
+
+class WorkerHandle:
+    """State the supervisor keeps for one incarnation, whatever its kind."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.started_monotonic = time.monotonic()
+        self.started_wall = time.time()
+        self.ready = False
+        self.ready_monotonic: float | None = None
+        self.stop_requested = False
+        self.drain_started: float | None = None
+        self.forced = False
+        self.exit_info: ExitInfo | None = None
+        self.boot_message: str | None = None  # BootFailed, from a process worker
+        self.raised_message: str | None = None  # Raised, from a process worker
+
+    @property
+    def slot(self) -> int:
+        return self.spec.slot
+
+    @property
+    def generation(self) -> int:
+        return self.spec.generation
+
+    @property
+    def pid(self) -> int | None:
+        raise NotImplementedError
+
+    @property
+    def thread_id(self) -> int | None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def drain(self) -> None:
+        raise NotImplementedError
+
+    def force_stop(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """Last resort once ``force_stop`` was ignored; a no-op where impossible."""
+
+    def close(self) -> None:
+        """Release the handle's resources once it is dead and accounted for."""
+
+
+class ProcessWorker(WorkerHandle):
+    """A worker in its own process, started by the forkserver (never a plain fork)."""
+
+    def __init__(self, spec: WorkerSpec, sockets: list[socket.socket], ctx: BaseContext) -> None:
+        super().__init__(spec)
+        self.events, events_w = ctx.Pipe(duplex=False)
+        control_r, self._control = ctx.Pipe(duplex=False)
+        self._child_ends = (events_w, control_r)
+        self._process: Any = ctx.Process(  # type: ignore[attr-defined]
+            target=process_main,
+            args=(spec, sockets, events_w, control_r),
+            name=f"corral-worker-{spec.slot}",
+        )
+
+    @property
+    def pid(self) -> int | None:
+        pid: int | None = self._process.pid
+        return pid
+
+    @property
+    def thread_id(self) -> int | None:
+        return None
+
+    @property
+    def sentinel(self) -> int:
+        sentinel: int = self._process.sentinel
+        return sentinel
+
+    def start(self) -> None:
+        self._process.start()
+        for end in self._child_ends:  # the child has its copies; ours would hide EOF
+            end.close()
+
+    def read_messages(self) -> list[WorkerMessage]:
+        """Everything the worker has sent so far; empty once the pipe is at EOF."""
+        messages: list[WorkerMessage] = []
+        try:
+            while self.events.poll():
+                messages.append(self.events.recv())
+        except (EOFError, OSError):
+            pass
+        return messages
+
+    def reap(self) -> ExitInfo:
+        self._process.join(timeout=0)
+        code = self._process.exitcode
+        if code is not None and code < 0:
+            self.exit_info = ExitInfo(signal_number=-code)
+        else:
+            raised = self.raised_message is not None
+            message = self.raised_message or self.boot_message
+            self.exit_info = ExitInfo(exit_code=code, raised=raised, message=message)
+        return self.exit_info
+
+    def _send(self, command: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # dead or closed: the sentinel says so
+            self._control.send(command)
+
+    def drain(self) -> None:
+        self._send(DrainCommand.DRAIN)
+
+    def force_stop(self) -> None:
+        """Close connections and cancel tasks in the worker; ``kill`` follows if it lingers."""
+        self._send(DrainCommand.FORCE)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: signal.Signals) -> None:
+        pid = self.pid
+        if pid is None or self._process.exitcode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    def close(self) -> None:
+        self._control.close()
+        self.events.close()
+        with contextlib.suppress(ValueError):  # still running: abandoned after SIGKILL
+            self._process.close()
+
+
+class ThreadWorker(WorkerHandle):
+    """A worker thread in the supervisor's process, sharing the app object.
+
+    It serves on its own ``dup()`` of each listening socket: uvicorn closes the
+    sockets it serves on when it stops, and one worker stopping must not close
+    the listener under its siblings.
+    """
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        app: ASGIApp,
+        sockets: list[socket.socket],
+        post: Any,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        super().__init__(spec)
+        self._post = post
+        self._sockets = [sock.dup() for sock in sockets]
+        self._engine = WorkerEngine(spec, app, self._sockets, self._report, ssl_context)
+        self._thread = threading.Thread(
+            target=self._main, name=f"corral-worker-{spec.slot}", daemon=True
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return os.getpid()
+
+    @property
+    def thread_id(self) -> int | None:
+        return self._thread.native_id
+
+    def _report(self, message: WorkerMessage) -> None:
+        self._post(message)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _main(self) -> None:
+        info = ExitInfo(exit_code=0)
+        try:
+            self._engine.run()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            message = None if self._engine.started else "the app's lifespan startup failed"
+            info = ExitInfo(exit_code=code, message=message)
+        except BaseException as exc:  # a crash of this worker must not take others down
+            structlog.get_logger("corral.worker").exception("worker loop failed")
+            info = ExitInfo(raised=True, message=describe_exception(exc))
+        finally:
+            for sock in self._sockets:
+                sock.close()
+            self._post(ThreadExited(self.spec.slot, self.spec.generation, info))
+
+    def drain(self) -> None:
+        self._engine.drain()
+
+    def force_stop(self) -> None:
+        self._engine.force_stop()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)

@@ -1,0 +1,83 @@
+"""The typed lifecycle events that every sink receives.
+
+One enum names every transition; one frozen dataclass carries it. Fields
+that only some kinds use are optional and ``None`` otherwise, so a sink can
+read ``event.exit_code`` without type-switching, and ``as_dict`` gives the
+flat, JSON-ready view that logs and the side port share.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from corral.runtime import WorkerMode
+
+
+class EventKind(enum.Enum):
+    SUPERVISOR_START = "supervisor_start"
+    SUPERVISOR_STOP = "supervisor_stop"
+    SPAWN = "spawn"
+    READY = "ready"
+    EXIT = "exit"
+    CRASH = "crash"
+    RESPAWN = "respawn"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    DRAIN_START = "drain_start"
+    DRAIN_END = "drain_end"
+    FORCE_STOP = "force_stop"
+    RELOAD = "reload"
+    SCALE_UP = "scale_up"
+    SCALE_DOWN = "scale_down"
+
+
+class CrashReason(enum.Enum):
+    """Why a worker died. A fixed set, so it is safe as a metric label."""
+
+    EXIT_CODE = "exit_code"  # the process exited non-zero
+    SIGNAL = "signal"  # the process was killed by a signal
+    BOOT = "boot"  # died before it ever became ready
+    HANG = "hang"  # stopped heartbeating and was killed
+    EXCEPTION = "exception"  # the worker's loop raised (thread mode, mostly)
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """One lifecycle transition. ``seq`` is stamped by the collector, in delivery order.
+
+    ``slot`` is ``None`` for supervisor-wide events (start, stop, reload).
+    ``wall_time`` is for humans and exporters; ``monotonic`` for durations.
+    """
+
+    kind: EventKind
+    mode: WorkerMode
+    wall_time: float
+    monotonic: float
+    slot: int | None = None
+    generation: int = 0
+    pid: int | None = None
+    thread_id: int | None = None
+    seq: int = 0
+    # Crash and exit details.
+    exit_code: int | None = None
+    signal: str | None = None
+    reason: CrashReason | None = None
+    uptime: float | None = None
+    # Respawn and budget details.
+    restart_number: int | None = None
+    backoff: float | None = None
+    budget_remaining: int | None = None
+    # Drain, force-stop, scaling and free text.
+    duration: float | None = None
+    workers: int | None = None
+    message: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat JSON-ready view; unset optional fields are left out."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if value is None:
+                continue
+            out[key] = value.value if isinstance(value, enum.Enum) else value
+        return out

@@ -1,0 +1,100 @@
+"""The listening sockets, created by the supervisor before any worker and owned for its life.
+
+All workers accept from *one* shared listening socket (no ``SO_REUSEPORT``).
+That gives two guarantees the supervisor relies on: connections waiting in
+the backlog survive a worker's death, because the supervisor still holds the
+socket; and when a slot is given up on, nothing is stranded in a per-worker
+backlog, because there is none: the surviving workers drain the same queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+
+from corral.config import ServerConfig
+from corral.errors import BindError
+
+
+def create_listeners(config: ServerConfig) -> list[socket.socket]:
+    """Bind and listen according to ``config``; raises ``BindError`` naming the fix."""
+    if config.uds:
+        return [_bind_unix(config.uds, config.backlog)]
+    return [_bind_tcp(config.host, config.port, config.backlog)]
+
+
+def _bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"cannot resolve --host {host!r} ({exc.strerror}); use an IP") from None
+    family, _, _, _, address = infos[0]
+    try:
+        return socket.create_server(address, family=family, backlog=backlog)
+    except OSError as exc:
+        raise BindError(_bind_message(f"{host}:{port}", exc)) from None
+
+
+def _bind_unix(path: str, backlog: int) -> socket.socket:
+    _remove_stale_unix_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise BindError(_bind_message(path, exc)) from None
+    return sock
+
+
+def _remove_stale_unix_socket(path: str) -> None:
+    """Unlink a socket file left by a dead server; refuse if a live one answers on it."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            raise BindError(f"{path} exists and is not a socket; remove it or pick another --uds")
+    except FileNotFoundError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody is listening: stale
+        return
+    finally:
+        probe.close()
+    raise BindError(f"{path} is already in use by a running server; stop it or pick another --uds")
+
+
+def _bind_message(where: str, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"{where} is already in use; stop the other server or choose another --port"
+    if exc.errno == errno.EACCES:
+        return f"permission denied binding {where}; use a port above 1023 or grant the capability"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{where} is not an address of this machine; fix --host"
+    return f"cannot listen on {where}: {exc.strerror}"
+
+
+def describe(sock: socket.socket, *, tls: bool = False) -> str:
+    """A URL-ish name for a listener, with the real port when ``--port 0`` was used."""
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{sock.getsockname()}"
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if tls else "http"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
+
+
+def close_listeners(sockets: list[socket.socket]) -> None:
+    """Close the supervisor's copies; unlink Unix socket files it created."""
+    for sock in sockets:
+        if sock.fileno() == -1:
+            continue  # already closed: closing is idempotent for callers
+        path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+        sock.close()
+        if isinstance(path, str) and path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

@@ -1,0 +1,185 @@
+"""The supervisor's decisions, free of threads, processes, sockets and clocks.
+
+Everything here is a pure function of its inputs: the policy (data, from
+``ServerConfig``), the time it is told, and a random source it is given. The
+mechanism in ``supervisor`` feeds it exits and acts on what it returns, so
+every branch of "worker N exited with X at time T" is unit-testable in
+milliseconds.
+
+Restart intensity follows Erlang/OTP: at most ``max_restarts`` restarts per
+slot within any ``window`` seconds. Past that, the slot is *exhausted*: an
+explicit state with a defined escalation, never a silent retry.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from corral.config import ExhaustedAction, ServerConfig
+from corral.errors import ExitCode
+from corral.lifecycle.events import CrashReason
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    max_restarts: int = 5
+    window: float = 60.0
+    backoff_base: float = 0.1
+    backoff_cap: float = 10.0
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> RestartPolicy:
+        return cls(
+            config.max_restarts, config.restart_window, config.backoff_base, config.backoff_cap
+        )
+
+
+# --- Classifying an exit ------------------------------------------------------
+
+
+class ExitClass(enum.Enum):
+    STOPPED = "stopped"  # we asked it to stop: not a failure, no restart
+    CLEAN = "clean"  # exited 0 on its own: restarted, counted against the budget
+    CRASH = "crash"
+
+
+@dataclass(frozen=True, slots=True)
+class ExitVerdict:
+    kind: ExitClass
+    reason: CrashReason | None = None
+
+
+def classify_exit(
+    *,
+    exit_code: int | None,
+    signal_number: int | None,
+    raised: bool,
+    was_ready: bool,
+    stop_requested: bool,
+    hung: bool = False,
+) -> ExitVerdict:
+    """Name what an exit means. Order matters: the most specific cause wins."""
+    if stop_requested:
+        return ExitVerdict(ExitClass.STOPPED)
+    if hung:
+        return ExitVerdict(ExitClass.CRASH, CrashReason.HANG)
+    if not was_ready:
+        return ExitVerdict(ExitClass.CRASH, CrashReason.BOOT)
+    if raised:
+        return ExitVerdict(ExitClass.CRASH, CrashReason.EXCEPTION)
+    if signal_number is not None:
+        return ExitVerdict(ExitClass.CRASH, CrashReason.SIGNAL)
+    if exit_code:
+        return ExitVerdict(ExitClass.CRASH, CrashReason.EXIT_CODE)
+    return ExitVerdict(ExitClass.CLEAN)
+
+
+# --- Restart budget and backoff ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Respawn:
+    """Start the next incarnation after ``delay`` seconds."""
+
+    delay: float
+    restart_number: int  # restarts within the window, this one included
+    budget_remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """The slot is exhausted: do not start it again."""
+
+    restarts_in_window: int
+
+
+Decision = Respawn | GiveUp
+
+
+class SlotBudget:
+    """Restart history for one slot, kept across all of its incarnations.
+
+    Keeping it per *slot* rather than per worker handle is the point: a slot
+    whose every incarnation crashes must run out of restarts, however many
+    fresh handles it has been given.
+    """
+
+    def __init__(self, policy: RestartPolicy, rng: Callable[[], float] = random.random) -> None:
+        self._policy = policy
+        self._rng = rng
+        self._restarts: deque[float] = deque()
+        self._consecutive = 0
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self._policy.window
+        while self._restarts and self._restarts[0] <= horizon:
+            self._restarts.popleft()
+
+    def restarts_in_window(self, now: float) -> int:
+        self._prune(now)
+        return len(self._restarts)
+
+    def remaining(self, now: float) -> int:
+        return max(0, self._policy.max_restarts - self.restarts_in_window(now))
+
+    def on_failure(self, now: float, uptime: float) -> Decision:
+        """Record a failed incarnation that ran for ``uptime`` seconds and decide."""
+        self._prune(now)
+        if uptime >= self._policy.window:
+            self._consecutive = 0  # it stayed up a full window: forget old backoff
+        if len(self._restarts) >= self._policy.max_restarts:
+            return GiveUp(len(self._restarts))
+        self._consecutive += 1
+        self._restarts.append(now)
+        return Respawn(
+            delay=self.backoff(self._consecutive),
+            restart_number=len(self._restarts),
+            budget_remaining=self._policy.max_restarts - len(self._restarts),
+        )
+
+    def backoff(self, consecutive: int) -> float:
+        """Delay before the ``consecutive``-th back-to-back restart.
+
+        The first restart after a healthy spell is immediate: an isolated
+        crash is replaced in milliseconds. From the second on, the delay
+        doubles from ``backoff_base`` up to ``backoff_cap``, with "equal
+        jitter" (half fixed, half random) so that slots which crashed
+        together do not restart in lockstep.
+        """
+        if consecutive <= 1:
+            return 0.0
+        ceiling = min(self._policy.backoff_cap, self._policy.backoff_base * 2 ** (consecutive - 2))
+        return float(ceiling * (0.5 + 0.5 * self._rng()))
+
+
+# --- Escalation ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """What the supervisor as a whole must do after a slot is exhausted."""
+
+    stop: bool
+    exit_code: ExitCode = ExitCode.OK
+
+
+def escalate(
+    exhausted: Iterable[bool], action: ExhaustedAction, any_worker_was_ready: bool
+) -> Escalation:
+    """Decide the supervisor's fate given which slots are exhausted.
+
+    Every slot exhausted always stops corral non-zero, whatever the action:
+    there is nothing left to serve with. ``BOOT_LOOP`` distinguishes an app
+    that never started from one that crashed after serving.
+    """
+    flags = list(exhausted)
+    if flags and all(flags):
+        code = ExitCode.ALL_EXHAUSTED if any_worker_was_ready else ExitCode.BOOT_LOOP
+        return Escalation(stop=True, exit_code=code)
+    if any(flags) and action is ExhaustedAction.EXIT:
+        return Escalation(stop=True, exit_code=ExitCode.BUDGET_EXHAUSTED)
+    return Escalation(stop=False)

@@ -1,0 +1,290 @@
+"""The uvicorn engine adapter: what runs *inside* a worker, thread or process.
+
+A worker serves the app with uvicorn's ``Server`` on sockets the supervisor
+created. The supervisor owns every signal, so the engine installs no handlers;
+it is told to drain or to stop through thread-safe methods (thread mode) or a
+control pipe (process mode). It reports ``Ready`` once lifespan startup has
+completed and its listeners accept connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+import structlog
+import uvicorn
+
+from corral.appload import ASGIApp, load_app
+from corral.config import ServerConfig
+from corral.errors import AppImportError
+from corral.logs import configure_logging
+from corral.runtime import WorkerMode
+
+# How long an orphaned worker (its supervisor died) may spend draining.
+ORPHAN_GRACE_SECONDS = 1.0
+EXIT_APP_IMPORT = 4
+EXIT_ORPHANED = 70
+EXIT_RAISED = 71
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """Everything a worker needs to know about itself; picklable for process mode."""
+
+    slot: int
+    generation: int
+    mode: WorkerMode
+    config: ServerConfig
+    app_path: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerIdentity:
+    """Which worker is running the current code, for apps that want to log or expose it."""
+
+    slot: int
+    generation: int
+    mode: WorkerMode
+
+
+_local = threading.local()
+
+
+def current_worker() -> WorkerIdentity | None:
+    """The identity of the worker serving on this thread, or ``None`` outside corral.
+
+    Each worker runs its event loop on one thread (its own in thread mode, the
+    main thread of its process in process mode), so a thread-local is exact.
+    """
+    identity: WorkerIdentity | None = getattr(_local, "identity", None)
+    return identity
+
+
+def _enter_worker(spec: WorkerSpec) -> None:
+    _local.identity = WorkerIdentity(spec.slot, spec.generation, spec.mode)
+    structlog.contextvars.bind_contextvars(worker_slot=spec.slot, worker_generation=spec.generation)
+
+
+# --- Messages from a worker to its supervisor ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    slot: int
+    generation: int
+    pid: int
+    thread_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class BootFailed:
+    """The worker could not start the app; ``message`` is the one-line cause."""
+
+    slot: int
+    generation: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """The worker's loop raised after start-up; ``message`` is the exception, one line."""
+
+    slot: int
+    generation: int
+    message: str
+
+
+WorkerMessage = Ready | BootFailed | Raised
+Report = Callable[[WorkerMessage], None]
+
+
+class DrainCommand:
+    """Control-pipe commands, supervisor to process worker."""
+
+    DRAIN = "drain"
+    FORCE = "force"
+
+
+# --- The engine ---------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with signal handling removed and a ready hook added."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # the supervisor owns signals
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+        if self.started:
+            self._on_ready()
+
+
+class WorkerEngine:
+    """One app served on the given sockets; ``drain`` and ``force_stop`` are thread-safe."""
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        app: ASGIApp,
+        sockets: list[socket.socket],
+        report: Report,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.spec = spec
+        self._sockets = sockets
+        self._report = report
+        cfg = spec.config
+        uv_config = uvicorn.Config(
+            app,
+            lifespan=cfg.lifespan.value,
+            log_config=None,
+            access_log=cfg.access_log,
+            backlog=cfg.backlog,
+            timeout_keep_alive=cfg.timeout_keep_alive,
+            timeout_graceful_shutdown=None,  # the supervisor owns the drain deadline
+            ssl_certfile=cfg.ssl_certfile,
+            ssl_keyfile=cfg.ssl_keyfile,
+        )
+        uv_config.load()
+        if ssl_context is not None:
+            uv_config.ssl = ssl_context
+        self._server = _Server(uv_config, self._announce_ready)
+
+    def _announce_ready(self) -> None:
+        spec = self.spec
+        self._report(Ready(spec.slot, spec.generation, os.getpid(), threading.get_native_id()))
+
+    def run(self) -> None:
+        """Serve until drained or stopped. Raises ``SystemExit`` if lifespan startup fails."""
+        _enter_worker(self.spec)
+        self._server.run(sockets=self._sockets)
+
+    @property
+    def started(self) -> bool:
+        return self._server.started
+
+    def _call_in_loop(self, fn: Callable[[], None]) -> None:
+        loop = self._server.loop
+        if loop is None or loop.is_closed():
+            fn()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed in between: nothing to stop
+            loop.call_soon_threadsafe(fn)
+
+    def drain(self) -> None:
+        """Stop accepting, finish in-flight requests, run lifespan shutdown, return from ``run``."""
+        self._call_in_loop(self._begin_drain)
+
+    def _begin_drain(self) -> None:
+        self._server.should_exit = True
+
+    def force_stop(self) -> None:
+        """Abandon in-flight work: close connections and cancel every task in the loop."""
+        self._call_in_loop(self._force)
+
+    def _force(self) -> None:
+        server = self._server
+        server.should_exit = True
+        server.force_exit = True
+        for connection in list(server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.close()
+        loop = server.loop
+        if loop is not None and loop.is_running():
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+
+
+# --- Process-mode entry point --------------------------------------------------
+
+
+_IGNORED_IN_WORKERS = (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+
+
+def process_main(
+    spec: WorkerSpec, sockets: list[socket.socket], events: Connection, control: Connection
+) -> None:
+    """Run one process worker. Called by multiprocessing in the child."""
+    # Ctrl-C and terminal hang-ups reach the whole process group; only the
+    # supervisor may act on them.
+    for signum in _IGNORED_IN_WORKERS:
+        signal.signal(signum, signal.SIG_IGN)
+    cfg = spec.config
+    configure_logging(cfg.log_format, cfg.log_level, access_log=cfg.access_log)
+    _enter_worker(spec)
+    lock = threading.Lock()
+
+    def report(message: WorkerMessage) -> None:
+        with lock, contextlib.suppress(OSError):
+            events.send(message)
+
+    assert spec.app_path is not None, "process workers import the app themselves"
+    try:
+        app = load_app(spec.app_path)
+    except AppImportError as exc:
+        report(BootFailed(spec.slot, spec.generation, str(exc)))
+        os._exit(EXIT_APP_IMPORT)
+    engine = WorkerEngine(spec, app, sockets, report)
+    # A SIGTERM aimed at this worker (or at the whole process group, as
+    # systemd's default KillMode and timeout(1) do) means "drain", as it does
+    # for a gunicorn worker. It must not kill in-flight requests: forcing is
+    # the supervisor's decision, sent over the control pipe, then SIGKILL.
+    signal.signal(signal.SIGTERM, lambda signum, frame: engine.drain())
+    threading.Thread(
+        target=_follow_control_pipe, args=(control, engine), name="corral-control", daemon=True
+    ).start()
+    try:
+        engine.run()
+    except SystemExit:
+        if not engine.started:  # uvicorn exits 3 when lifespan startup fails
+            report(BootFailed(spec.slot, spec.generation, "the app's lifespan startup failed"))
+        raise
+    except Exception as exc:
+        structlog.get_logger("corral.worker").exception("worker loop failed")
+        report(Raised(spec.slot, spec.generation, describe_exception(exc)))
+        os._exit(EXIT_RAISED)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` on one line, for events and logs."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _follow_control_pipe(control: Connection, engine: WorkerEngine) -> None:
+    """Obey the supervisor; when the pipe hits EOF the supervisor is gone, so leave.
+
+    EOF is how an orphan notices at once: only the supervisor holds the write
+    end, and the kernel closes it however the supervisor died, SIGKILL included.
+    """
+    while True:
+        try:
+            command = control.recv()
+        except (EOFError, OSError):
+            break
+        if command == DrainCommand.DRAIN:
+            engine.drain()
+        elif command == DrainCommand.FORCE:
+            engine.force_stop()
+    engine.drain()
+    time.sleep(ORPHAN_GRACE_SECONDS)
+    os._exit(EXIT_ORPHANED)

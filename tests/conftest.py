@@ -1,0 +1,191 @@
+"""Shared fixtures: real ``corral`` processes on loopback, and a reader of their JSON logs.
+
+``CorralProcess`` starts ``python -m corral run ...`` in its own session (so a
+signal reaches only the supervisor unless a test sends it further), parses
+every JSON log line it writes, and lets tests wait for lifecycle events.
+Nothing here mocks the supervisor: tests observe it from the outside, the way
+an operator would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+Event = dict[str, Any]
+
+
+class CorralProcess:
+    """One running ``corral run`` and everything it has logged so far."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "corral", "run", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.records: list[Event] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.base_url = ""
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                with contextlib.suppress(json.JSONDecodeError):
+                    record = json.loads(line)
+                    if isinstance(record, dict):
+                        self.records.append(record)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    # --- Waiting on what it logs ---------------------------------------------
+
+    def wait_for(
+        self, predicate: Callable[[Event], bool], timeout: float = 15.0, count: int = 1
+    ) -> list[Event]:
+        """Block until ``count`` log records match, or fail with the log tail."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [r for r in self.records if predicate(r)]
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    tail = "\n".join(self.lines[-40:])
+                    raise AssertionError(f"waited for {count} matching record(s); log tail:\n{tail}")
+                self._cond.wait(min(remaining, 0.5))
+
+    def wait_event(
+        self, kind: str, timeout: float = 15.0, count: int = 1, **fields: Any
+    ) -> list[Event]:
+        return self.wait_for(lambda r: _is_event(r, kind, fields), timeout, count)
+
+    def events(self, kind: str | None = None, **fields: Any) -> list[Event]:
+        with self._cond:
+            return [
+                r
+                for r in self.records
+                if r.get("lifecycle") and (kind is None or _is_event(r, kind, fields))
+            ]
+
+    def wait_ready(self, workers: int, timeout: float = 30.0) -> None:
+        """Wait for the listening line and ``workers`` ready events."""
+        listening = self.wait_for(lambda r: r.get("event") == "corral listening", timeout)[0]
+        self.base_url = listening["urls"][0]
+        self.wait_event("ready", timeout=timeout, count=workers)
+
+    # --- Acting on it -----------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, signum: signal.Signals) -> None:
+        os.kill(self.proc.pid, signum)
+
+    def get(self, path: str, timeout: float = 10.0) -> httpx.Response:
+        """One request on a fresh connection."""
+        return httpx.get(self.base_url + path, timeout=timeout, headers={"connection": "close"})
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def live_pids(self) -> dict[int, int]:
+        """slot -> pid of the latest spawned incarnation, from spawn events."""
+        pids: dict[int, int] = {}
+        for event in self.events("spawn"):
+            pids[event["slot"]] = event["pid"]
+        return pids
+
+    def kill_hard(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+
+
+def _is_event(record: Event, kind: str, fields: dict[str, Any]) -> bool:
+    if not record.get("lifecycle") or record.get("event") != kind:
+        return False
+    return all(record.get(key) == value for key, value in fields.items())
+
+
+def corral_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def corral() -> Iterator[Callable[..., CorralProcess]]:
+    """Factory: ``corral("--workers", "2", env={...})`` starts a supervisor on a free port."""
+    started: list[CorralProcess] = []
+
+    def start(
+        *args: str,
+        app: str = "examples.chaos:app",
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+        port: bool = True,
+    ) -> CorralProcess:
+        argv = [app, *args]
+        if port:
+            argv += ["--port", "0"]
+        process = CorralProcess(argv, corral_env(**(env or {})), cwd)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill_hard()
+
+
+@pytest.fixture(params=["process", "thread"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Run a test once per worker mode: both must pass the same integration tests."""
+    value: str = request.param
+    return value
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as dead.
+    with contextlib.suppress(OSError):
+        status = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        return status != "Z"
+    return True
