@@ -78,7 +78,9 @@ class CorralProcess:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
                     tail = "\n".join(self.lines[-40:])
-                    raise AssertionError(f"waited for {count} matching record(s); log tail:\n{tail}")
+                    raise AssertionError(
+                        f"waited for {count} matching record(s); log tail:\n{tail}"
+                    )
                 self._cond.wait(min(remaining, 0.5))
 
     def wait_event(

@@ -194,6 +194,11 @@ class WorkerEngine:
         self._call_in_loop(self._begin_drain)
 
     def _begin_drain(self) -> None:
+        # Close our listeners now rather than at uvicorn's next 0.1 s tick, so
+        # that, with the supervisor's copy already closed, the kernel starts
+        # refusing connections within the time it takes this call to arrive.
+        for server in getattr(self._server, "servers", []):
+            server.close()
         self._server.should_exit = True
 
     def force_stop(self) -> None:

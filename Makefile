@@ -1,0 +1,49 @@
+# corral developer entry points. Each target installs what it needs, so a
+# fresh clone needs only python3 (>= 3.11) and network access to PyPI.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+DEMO_WORKERS ?= 4
+
+.PHONY: help venv lint test unit integration demo bench clean
+
+help:
+	@echo "make demo   - run corral on examples/hello.py with $(DEMO_WORKERS) workers"
+	@echo "make test   - create/update the venv, lint, and run the whole test suite"
+	@echo "make lint   - ruff and mypy --strict"
+	@echo "make bench  - measure crash-recovery latency; writes BENCHMARKS.md"
+
+# Re-install whenever pyproject.toml changes; the stamp records the last install.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/corral run examples.hello:app --workers $(DEMO_WORKERS) --log-format console
+
+bench: venv
+	$(BIN)/python bench/recovery.py --output BENCHMARKS.md
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

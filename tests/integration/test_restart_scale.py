@@ -1,0 +1,166 @@
+"""Rolling restarts (SIGHUP / restart_workers), code reload, scaling, and orphan safety."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import CorralProcess, pid_alive
+
+
+class Load(threading.Thread):
+    """Light, steady load: one request at a time, each on a new connection."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.ok = 0
+        self.failures: list[str] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                reply = httpx.get(self.url, timeout=10, headers={"connection": "close"})
+            except httpx.HTTPError as exc:
+                self.failures.append(repr(exc))
+                continue
+            if reply.status_code == 200:
+                self.ok += 1
+            else:
+                self.failures.append(f"status {reply.status_code}")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(30)
+
+
+def test_sighup_rolling_restart_under_load_drops_nothing(
+    corral: Callable[..., CorralProcess], mode: str
+) -> None:
+    server = corral("--workers", "3", "--mode", mode)
+    server.wait_ready(3)
+    load = Load(server.base_url + "/")
+    load.start()
+    time.sleep(0.3)
+    server.send(signal.SIGHUP)
+    for slot in range(3):
+        server.wait_event("drain_end", slot=slot, generation=1)
+    time.sleep(0.3)
+    load.stop()
+    assert load.failures == []
+    assert load.ok > 10
+    assert server.proc.poll() is None
+    # One slot at a time, and each replacement was ready before its predecessor drained.
+    ordered = [
+        (e["event"], e["slot"], e["generation"])
+        for e in server.events()
+        if e["event"] in {"ready", "drain_start"} and e["generation"] > 0
+    ]
+    for slot in range(3):
+        assert ordered.index(("ready", slot, 2)) < ordered.index(("drain_start", slot, 1))
+    assert len(server.events("reload")) == 1
+    assert not server.events("crash")
+    generations = {server.get("/").json()["generation"] for _ in range(20)}
+    assert generations == {2}
+
+
+def test_restart_never_stops_the_supervisor_even_with_one_worker(
+    corral: Callable[..., CorralProcess], mode: str
+) -> None:
+    server = corral("--workers", "1", "--mode", mode)
+    server.wait_ready(1)
+    for generation in (2, 3, 4):
+        server.send(signal.SIGHUP)
+        server.wait_event("ready", slot=0, generation=generation)
+        server.wait_event("drain_end", slot=0, generation=generation - 1)
+        assert server.get("/").status_code == 200
+    assert server.proc.poll() is None
+    assert not server.events("supervisor_stop")
+
+
+def test_sighup_storm_is_coalesced_and_survived(
+    corral: Callable[..., CorralProcess], mode: str
+) -> None:
+    server = corral("--workers", "2", "--mode", mode)
+    server.wait_ready(2)
+    for _ in range(10):
+        server.send(signal.SIGHUP)
+        time.sleep(0.02)
+    server.wait_for(lambda r: r.get("event") == "reload", count=1)
+    time.sleep(2)
+    server.wait_for(lambda _: not _rolling(server), timeout=30)
+    assert server.get("/").status_code == 200
+    assert server.proc.poll() is None
+    assert 1 <= len(server.events("reload")) <= 10
+    server.send(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+
+
+def _rolling(server: CorralProcess) -> bool:
+    spawns = len(server.events("spawn"))
+    readies = len(server.events("ready"))
+    return spawns != readies
+
+
+def test_reload_picks_up_changed_code(
+    corral: Callable[..., CorralProcess], mode: str, tmp_path: Path
+) -> None:
+    package = tmp_path / "reloadme"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    shutil.copy(Path(__file__).parent / "version_app.py", package / "app.py")
+    (package / "version.py").write_text("VERSION = 'one'\n")
+    server = corral(
+        "--workers", "2", "--mode", mode, "--app-dir", str(tmp_path), app="reloadme.app:app"
+    )
+    server.wait_ready(2)
+    assert server.get("/").text == "one"
+    (package / "version.py").write_text("VERSION = 'two'\n")
+    server.send(signal.SIGHUP)
+    for slot in (0, 1):
+        server.wait_event("drain_end", slot=slot, generation=1)
+    assert {server.get("/").text for _ in range(10)} == {"two"}
+
+
+def test_ttin_adds_and_ttou_removes_a_worker(
+    corral: Callable[..., CorralProcess], mode: str
+) -> None:
+    server = corral("--workers", "2", "--mode", mode)
+    server.wait_ready(2)
+    server.send(signal.SIGTTIN)
+    server.wait_event("ready", slot=2)
+    assert server.events("scale_up")[0]["workers"] == 3
+    server.send(signal.SIGTTOU)
+    server.wait_event("drain_end", slot=2)
+    assert server.events("scale_down")[0]["workers"] == 2
+    replies = {server.get("/").json()["slot"] for _ in range(60)}
+    assert replies <= {0, 1}
+    assert server.proc.poll() is None
+
+
+def test_orphaned_process_workers_exit_when_supervisor_is_killed(
+    corral: Callable[..., CorralProcess],
+) -> None:
+    server = corral("--workers", "3", "--mode", "process")
+    server.wait_ready(3)
+    pids = list(server.live_pids().values())
+    url = server.base_url
+    server.send(signal.SIGKILL)
+    server.wait_exit(10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
+        time.sleep(0.05)
+    assert not any(pid_alive(pid) for pid in pids), "no orphan keeps running"
+    try:
+        httpx.get(url + "/", timeout=2)
+    except httpx.ConnectError:
+        pass
+    else:
+        raise AssertionError("an orphan is still serving on the port")

@@ -1,0 +1,147 @@
+"""Graceful drain, refusal of new connections, and force-stop past the drain timeout."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.conftest import CorralProcess, pid_alive
+
+
+class SlowRequest(threading.Thread):
+    """A request that runs in the background, recording how it ended."""
+
+    def __init__(self, url: str, timeout: float = 60) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.timeout = timeout
+        self.status: int | None = None
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            self.status = httpx.get(self.url, timeout=self.timeout).status_code
+        except httpx.HTTPError as exc:
+            self.error = exc
+
+
+def _start_slow(server: CorralProcess, seconds: float, count: int = 1) -> list[SlowRequest]:
+    requests = [SlowRequest(f"{server.base_url}/slow?seconds={seconds}") for _ in range(count)]
+    for request in requests:
+        request.start()
+    _wait_until_in_flight(server, count)
+    return requests
+
+
+def _wait_until_in_flight(server: CorralProcess, count: int) -> None:
+    """Wait until the kernel shows ``count`` established client connections to the app."""
+    port = int(server.base_url.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if _established_to(port) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError("slow requests never connected")
+
+
+def _established_to(port: int) -> int:
+    hex_port = f":{port:04X}"
+    total = 0
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[2].endswith(hex_port) and fields[3] == "01":  # remote is the app, ESTABLISHED
+                total += 1
+    return total
+
+
+def _refused(url: str) -> bool:
+    """Whether connecting is refused, allowing the few milliseconds it takes every
+    worker to receive its drain command and close its copy of the listener."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                pass
+        except ConnectionRefusedError:
+            return True
+        time.sleep(0.005)
+    return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_graceful_shutdown_finishes_in_flight_and_refuses_new(
+    corral: Callable[..., CorralProcess], mode: str, signum: signal.Signals
+) -> None:
+    server = corral("--workers", "2", "--mode", mode)
+    server.wait_ready(2)
+    slow = _start_slow(server, 1.5, count=3)
+    server.send(signum)
+    server.wait_event("drain_start", count=2)
+    assert _refused(server.base_url), "new connections are refused once the drain starts"
+    for request in slow:
+        request.join(30)
+        assert request.status == 200, request.error
+    assert server.wait_exit(30) == 0
+    ends = server.events("drain_end")
+    assert len(ends) == 2 and all(e["message"] == "graceful" for e in ends)
+    assert not server.events("force_stop")
+    assert not server.events("crash")
+
+
+def test_process_workers_stop_accepting_and_run_lifespan_shutdown(
+    corral: Callable[..., CorralProcess],
+) -> None:
+    """pounce's process workers kept answering 200 after SIGTERM until SIGKILLed."""
+    server = corral("--workers", "2", "--mode", "process")
+    server.wait_ready(2)
+    pids = list(server.live_pids().values())
+    slow = _start_slow(server, 1.0)
+    server.send(signal.SIGTERM)
+    server.wait_event("drain_start", count=2)
+    assert _refused(server.base_url)
+    slow[0].join(30)
+    assert slow[0].status == 200
+    assert server.wait_exit(30) == 0
+    assert all(e.get("exit_code") == 0 for e in server.events("drain_end")), "clean exits"
+    assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_request_longer_than_drain_timeout_is_force_stopped(
+    corral: Callable[..., CorralProcess], mode: str
+) -> None:
+    server = corral("--workers", "1", "--mode", mode, "--shutdown-timeout", "1")
+    server.wait_ready(1)
+    slow = _start_slow(server, 60)
+    started = time.monotonic()
+    server.send(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+    elapsed = time.monotonic() - started
+    force = server.events("force_stop")
+    assert len(force) >= 1 and force[0]["slot"] == 0
+    assert server.events("drain_end")[0]["message"] == "forced"
+    slow[0].join(10)
+    assert slow[0].status is None, "the overrunning request was cut off"
+    assert elapsed < 25, "hang guard: the stop is bounded by timeout plus grace"
+
+
+def test_second_sigint_forces_the_stop_at_once(
+    corral: Callable[..., CorralProcess], mode: str
+) -> None:
+    server = corral("--workers", "1", "--mode", mode, "--shutdown-timeout", "60")
+    server.wait_ready(1)
+    _start_slow(server, 60)
+    server.send(signal.SIGINT)
+    server.wait_event("drain_start")
+    server.send(signal.SIGINT)
+    assert server.wait_exit(30) == 0
+    assert server.events("force_stop")
+    drain = server.events("drain_end")[0]
+    assert drain["duration"] < 30, "did not wait for the 60 s drain timeout"
