@@ -87,7 +87,8 @@ def test_properties_and_status_snapshot(running: Running, mode: str) -> None:
         assert row.restarts_in_window == 0
         assert row.budget_remaining == 5
         assert row.last_exit is None
-        assert row.started_at is not None and row.started_at <= time.time()
+        assert row.started_at is not None
+        assert row.started_at <= time.time()
         assert row.pid is not None
         assert (row.thread_id is not None) == (mode == "thread")
 

@@ -39,7 +39,8 @@ def test_killed_worker_gives_one_crash_one_respawn_new_generation(
     server.wait_event("ready", slot=0, generation=2)
     crashes = server.events("crash")
     assert len(crashes) == 1
-    assert crashes[0]["slot"] == 0 and crashes[0]["generation"] == 1
+    assert crashes[0]["slot"] == 0
+    assert crashes[0]["generation"] == 1
     expected_reason = "signal" if mode == "process" else "exception"
     assert crashes[0]["reason"] == expected_reason
     if mode == "process":

@@ -27,7 +27,8 @@ def test_port_zero_binds_one_port_shared_by_all_workers(
     port = int(url.rsplit(":", 1)[1])
     assert port > 0, "the chosen ephemeral port is reported, not 0"
     listening = [r for r in server.records if r.get("event") == "corral listening"]
-    assert len(listening) == 1 and listening[0]["urls"] == [url]
+    assert len(listening) == 1
+    assert listening[0]["urls"] == [url]
     # Every worker serves on that one port: keep asking until each slot has answered.
     seen: set[int] = set()
     for _ in range(300):
@@ -47,7 +48,8 @@ def test_spawn_and_ready_events_carry_identity(
         assert event["generation"] == 1
         assert event["mode"] == mode
         assert isinstance(event["pid"], int)
-        assert event["wall_time"] > 0 and event["monotonic"] > 0
+        assert event["wall_time"] > 0
+        assert event["monotonic"] > 0
         if mode == "thread":
             assert isinstance(event["thread_id"], int)
     for event in server.events("ready"):

@@ -91,7 +91,8 @@ def test_graceful_shutdown_finishes_in_flight_and_refuses_new(
         assert request.status == 200, request.error
     assert server.wait_exit(30) == 0
     ends = server.events("drain_end")
-    assert len(ends) == 2 and all(e["message"] == "graceful" for e in ends)
+    assert len(ends) == 2
+    assert all(e["message"] == "graceful" for e in ends)
     assert not server.events("force_stop")
     assert not server.events("crash")
 
@@ -125,7 +126,8 @@ def test_request_longer_than_drain_timeout_is_force_stopped(
     assert server.wait_exit(30) == 0
     elapsed = time.monotonic() - started
     force = server.events("force_stop")
-    assert len(force) >= 1 and force[0]["slot"] == 0
+    assert len(force) >= 1
+    assert force[0]["slot"] == 0
     assert server.events("drain_end")[0]["message"] == "forced"
     slow[0].join(10)
     assert slow[0].status is None, "the overrunning request was cut off"
