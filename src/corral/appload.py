@@ -33,13 +33,13 @@ def load_app(app_path: str) -> ASGIApp:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
             raise AppImportError(
                 f"cannot import module {module_name!r}: no module named {exc.name!r}; "
                 "check the app path and run corral from the project directory"
             ) from None
         raise AppImportError(f"importing {module_name!r} failed: {_one_line(exc)}") from None
-    except Exception as exc:  # the app's own import-time error, whatever it is
+    except (Exception, SystemExit) as exc:  # the app's own import-time error, whatever it is
         raise AppImportError(f"importing {module_name!r} failed: {_one_line(exc)}") from None
     return _resolve(module, module_name, attribute)
 
@@ -56,7 +56,8 @@ def _resolve(module: object, module_name: str, attribute: str) -> ASGIApp:
             ) from None
     if not callable(target):
         raise AppImportError(
-            f"{module_name}:{attribute} is a {type(target).__name__}, not an ASGI callable"
+            f"{module_name}:{attribute} is of type {type(target).__name__}, not an ASGI "
+            "callable; point the app path at the ASGI application object"
         )
     return target
 

@@ -201,9 +201,15 @@ def field_help(name: str) -> str:
     return str(spec.metadata["help"])
 
 
+# Fields whose plain ``str`` type needs normalising beyond what the type says.
+_FIELD_PARSERS: dict[str, Callable[[object], Any]] = {
+    "log_level": lambda raw: str(raw).strip().lower(),
+}
+
+
 def parse_field(name: str, raw: object, source: str) -> Any:
     """Coerce one raw value to the field's type, or raise a ``ConfigError`` naming the source."""
-    parser = _PARSERS[field_type(name)]
+    parser = _FIELD_PARSERS.get(name) or _PARSERS[field_type(name)]
     try:
         return parser(raw)
     except (ValueError, TypeError) as exc:

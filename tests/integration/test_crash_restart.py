@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import time
@@ -132,3 +133,22 @@ def test_restart_history_survives_new_handles(corral: Callable[..., CorralProces
     assert server.wait_exit(30) == ExitCode.ALL_EXHAUSTED
     assert len(server.events("spawn")) == 4
     assert [e["budget_remaining"] for e in server.events("respawn")] == [2, 1, 0]
+
+
+def test_connections_queued_while_no_worker_is_up_are_served_by_the_replacement(
+    corral: Callable[..., CorralProcess],
+) -> None:
+    """The supervisor holds the listener, so the backlog outlives a dead worker."""
+    server = corral("--workers", "1", "--mode", "process", "--backoff-base", "1.5")
+    server.wait_ready(1)
+    os.kill(server.live_pids()[0], signal.SIGKILL)
+    server.wait_event("ready", slot=0, generation=2)
+    # The second back-to-back crash backs off for 0.75-1.5 s: no worker is
+    # accepting while these requests are sent.
+    os.kill(server.live_pids()[0], signal.SIGKILL)
+    respawn = server.wait_event("respawn", count=2)[1]
+    assert respawn["backoff"] >= 0.75
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        replies = list(pool.map(lambda _: server.get("/", timeout=30), range(10)))
+    assert [r.status_code for r in replies] == [200] * 10
+    assert {r.json()["generation"] for r in replies} == {3}

@@ -1,0 +1,393 @@
+"""Bad input fails fast: one line on stderr naming the fix, a distinct exit code, no traceback.
+
+Every test drives the real ``python -m corral`` CLI in a subprocess and looks
+only at what an operator would see: the exit status, stdout and stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from corral.errors import ExitCode
+from tests.conftest import ROOT, CorralProcess, corral_env, pid_alive
+
+pytestmark = pytest.mark.integration
+
+# A hang guard for commands that should exit at once: generous, because this
+# may be a loaded two-core machine, but finite so a regression cannot block CI.
+CLI_TIMEOUT = 60.0
+BOOT_LOOP_LIMIT = 30.0
+
+
+# --- Helpers -----------------------------------------------------------------------
+
+
+def run_cli(
+    *args: str,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    timeout: float = CLI_TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m corral ARGS`` to completion in its own session.
+
+    If it does not exit within ``timeout`` (say, a bad input was accepted and
+    corral started serving), the whole process group, workers included, is
+    killed and the test fails with what it printed.
+    """
+    command = [sys.executable, "-m", "corral", *args]
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=corral_env(**(env or {})),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(
+            f"corral {' '.join(args)} did not exit within {timeout}s\n"
+            f"stdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
+        )
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def run_app(
+    app: str, *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``corral run APP --port 0 ARGS``: port 0 so a wrongly accepted input cannot collide."""
+    return run_cli("run", app, "--port", "0", *args, cwd=cwd, env=env)
+
+
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], code: ExitCode, *needles: str
+) -> str:
+    """Exactly one ``corral: error:`` line on stderr containing ``needles``; returns it."""
+    shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert "Traceback" not in result.stdout, shown
+    assert "Traceback" not in result.stderr, shown
+    assert result.returncode == code, f"expected {code!r}; {shown}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected a one-line error; {shown}"
+    line = lines[0]
+    assert line.startswith("corral: error: "), shown
+    for needle in needles:
+        assert needle in line, f"{needle!r} missing from the error line; {shown}"
+    return line
+
+
+def write_module(directory: Path, name: str, source: str) -> None:
+    (directory / f"{name}.py").write_text(source, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def listening_socket() -> Iterator[int]:
+    """A TCP listener on 127.0.0.1, held for the duration; yields its port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+# --- The app path ------------------------------------------------------------------
+
+
+def test_module_that_does_not_exist() -> None:
+    result = run_app("nosuchmodule:app")
+    assert_one_line_error(
+        result, ExitCode.APP_IMPORT, "'nosuchmodule'", "check the app path", "project directory"
+    )
+
+
+def test_attribute_that_does_not_exist() -> None:
+    result = run_app("examples.hello:nope")
+    assert_one_line_error(
+        result, ExitCode.APP_IMPORT, "'examples.hello'", "'nope'", "fix the part after the ':'"
+    )
+
+
+def test_attribute_that_is_not_callable(tmp_path: Path) -> None:
+    write_module(tmp_path, "notcallable", "app = 42\n")
+    result = run_app("notcallable:app", "--app-dir", str(tmp_path))
+    assert_one_line_error(result, ExitCode.APP_IMPORT, "notcallable:app", "not an ASGI callable")
+
+
+def test_module_that_raises_at_import(tmp_path: Path) -> None:
+    write_module(tmp_path, "explodes", 'raise RuntimeError("boom")\n')
+    result = run_app("explodes:app", "--app-dir", str(tmp_path))
+    assert_one_line_error(result, ExitCode.APP_IMPORT, "'explodes'", "RuntimeError", "boom")
+
+
+def test_import_error_with_a_multi_line_message_is_cut_to_one_line(tmp_path: Path) -> None:
+    write_module(tmp_path, "chatty", 'raise ValueError("first line\\nsecond line")\n')
+    result = run_app("chatty:app", "--app-dir", str(tmp_path))
+    line = assert_one_line_error(result, ExitCode.APP_IMPORT, "'chatty'", "first line")
+    assert "second line" not in line
+
+
+def test_missing_dependency_of_the_app_is_named(tmp_path: Path) -> None:
+    write_module(tmp_path, "needsdep", "import nosuchdependency\n")
+    result = run_app("needsdep:app", "--app-dir", str(tmp_path))
+    assert_one_line_error(result, ExitCode.APP_IMPORT, "'needsdep'", "nosuchdependency")
+
+
+def test_missing_dependency_whose_name_prefixes_the_app_module(tmp_path: Path) -> None:
+    write_module(tmp_path, "foobar", "import foo\n")
+    result = run_app("foobar:app", "--app-dir", str(tmp_path))
+    line = assert_one_line_error(result, ExitCode.APP_IMPORT, "'foobar'", "'foo'")
+    assert "check the app path" not in line, "the app path is right; its dependency is missing"
+
+
+def test_module_that_calls_sys_exit_at_import(tmp_path: Path) -> None:
+    write_module(tmp_path, "quitter", "import sys\nsys.exit(3)\n")
+    result = run_app("quitter:app", "--app-dir", str(tmp_path))
+    assert_one_line_error(result, ExitCode.APP_IMPORT, "'quitter'", "SystemExit")
+
+
+@pytest.mark.parametrize("app_path", ["examples.hello", "examples.hello:", ":app"])
+def test_app_path_without_module_and_attribute(app_path: str) -> None:
+    result = run_app(app_path)
+    assert_one_line_error(result, ExitCode.APP_IMPORT, repr(app_path), "'package.module:attribute'")
+
+
+# --- Settings ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_workers_below_one(workers: str) -> None:
+    result = run_app("examples.hello:app", "--workers", workers)
+    assert_one_line_error(result, ExitCode.CONFIG, f"got {workers}", "--workers 1 or more")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--shutdown-timeout", "-1"), ("--restart-window", "-5")]
+)
+def test_negative_durations(flag: str, value: str) -> None:
+    result = run_app("examples.hello:app", flag, value)
+    assert_one_line_error(result, ExitCode.CONFIG, "must not be negative", f"pass {flag} 0 or more")
+
+
+def test_port_out_of_range() -> None:
+    result = run_cli("run", "examples.hello:app", "--port", "70000")
+    assert_one_line_error(result, ExitCode.CONFIG, "70000", "use 0 to pick a free port")
+
+
+def _unknown_key_via_flag(tmp_path: Path) -> tuple[list[str], Path]:
+    (tmp_path / "corral.toml").write_text("workers = 2\nbogus_key = 1\n", encoding="utf-8")
+    return ["--config", str(tmp_path / "corral.toml")], ROOT
+
+
+def _unknown_key_in_cwd_corral_toml(tmp_path: Path) -> tuple[list[str], Path]:
+    (tmp_path / "corral.toml").write_text("workers = 2\nbogus_key = 1\n", encoding="utf-8")
+    return ["--app-dir", str(ROOT)], tmp_path
+
+
+def _unknown_key_in_cwd_pyproject(tmp_path: Path) -> tuple[list[str], Path]:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.corral]\nworkers = 2\nbogus_key = 1\n', encoding="utf-8"
+    )
+    return ["--app-dir", str(ROOT)], tmp_path
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [_unknown_key_via_flag, _unknown_key_in_cwd_corral_toml, _unknown_key_in_cwd_pyproject],
+    ids=["--config", "cwd-corral.toml", "cwd-pyproject.toml"],
+)
+def test_unknown_key_in_config_file(
+    tmp_path: Path, setup: Callable[[Path], tuple[list[str], Path]]
+) -> None:
+    args, cwd = setup(tmp_path)
+    result = run_app("examples.hello:app", *args, cwd=cwd)
+    assert_one_line_error(
+        result, ExitCode.CONFIG, "unknown config key 'bogus_key'", "valid keys are", "workers"
+    )
+
+
+def test_config_file_that_is_not_toml(tmp_path: Path) -> None:
+    (tmp_path / "broken.toml").write_text("workers = [\n", encoding="utf-8")
+    result = run_app("examples.hello:app", "--config", str(tmp_path / "broken.toml"))
+    assert_one_line_error(result, ExitCode.CONFIG, "broken.toml", "not valid TOML")
+
+
+def test_config_file_that_does_not_exist(tmp_path: Path) -> None:
+    result = run_app("examples.hello:app", "--config", str(tmp_path / "missing.toml"))
+    assert_one_line_error(result, ExitCode.CONFIG, "missing.toml", "fix the --config path")
+
+
+def test_invalid_value_in_environment_variable() -> None:
+    result = run_app("examples.hello:app", env={"CORRAL_WORKERS": "abc"})
+    assert_one_line_error(
+        result, ExitCode.CONFIG, "environment variable CORRAL_WORKERS", "'abc'", "workers"
+    )
+
+
+def test_malformed_flag_value_is_a_usage_error_without_traceback() -> None:
+    """click's own usage errors keep click's exit code and format (several lines)."""
+    result = run_app("examples.hello:app", "--workers", "abc")
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "'--workers'" in result.stderr
+
+
+# --- Listening ---------------------------------------------------------------------
+
+
+def test_port_already_in_use() -> None:
+    with listening_socket() as port:
+        result = run_cli("run", "examples.hello:app", "--host", "127.0.0.1", "--port", str(port))
+    assert_one_line_error(
+        result, ExitCode.BIND, f"127.0.0.1:{port}", "already in use", "choose another --port"
+    )
+
+
+def test_unix_socket_path_that_is_a_regular_file(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-socket"
+    path.write_text("keep me", encoding="utf-8")
+    result = run_cli("run", "examples.hello:app", "--uds", str(path))
+    assert_one_line_error(result, ExitCode.BIND, "is not a socket", "pick another --uds")
+    assert path.read_text(encoding="utf-8") == "keep me", "corral must not delete a regular file"
+
+
+# --- A boot loop ends by itself ----------------------------------------------------
+
+
+def test_boot_loop_exits_with_boot_loop_code(
+    corral: Callable[..., CorralProcess], mode: str
+) -> None:
+    max_restarts = 2
+    started = time.monotonic()
+    server = corral(
+        "--workers",
+        "2",
+        "--max-restarts",
+        str(max_restarts),
+        "--mode",
+        mode,
+        env={"CHAOS_FAIL_STARTUP": "1"},
+    )
+    try:
+        code = server.wait_exit(timeout=BOOT_LOOP_LIMIT)
+    except subprocess.TimeoutExpired:
+        tail = "\n".join(server.lines[-40:])
+        pytest.fail(f"corral kept going after {BOOT_LOOP_LIMIT}s of failed boots:\n{tail}")
+    elapsed = time.monotonic() - started
+    output = "\n".join(server.lines)
+
+    assert code == ExitCode.BOOT_LOOP, output[-4000:]
+    assert elapsed < BOOT_LOOP_LIMIT, "hang guard"
+    assert "Traceback" not in output
+
+    spawns = Counter(
+        r["slot"] for r in server.records if r.get("lifecycle") and r["event"] == "spawn"
+    )
+    assert spawns == {0: max_restarts + 1, 1: max_restarts + 1}, "one start plus max_restarts"
+    crashes = server.events("crash")
+    assert len(crashes) == 2 * (max_restarts + 1)
+    assert {c["reason"] for c in crashes} == {"boot"}
+    exhausted = Counter(r["slot"] for r in server.events("budget_exhausted"))
+    assert exhausted == {0: 1, 1: 1}
+    assert not server.events("ready"), "no worker ever became ready"
+    stop = server.events("supervisor_stop")
+    assert len(stop) == 1
+    assert stop[0]["message"] == f"exit code {int(ExitCode.BOOT_LOOP)}"
+    leftovers = [e["pid"] for e in server.events("spawn") if pid_alive(e["pid"])]
+    assert not leftovers, f"worker processes outlived corral: {leftovers}"
+
+
+# --- The codes are distinct --------------------------------------------------------
+
+
+def test_exit_code_enum_has_no_aliases() -> None:
+    assert len(set(ExitCode)) == len(ExitCode.__members__)
+
+
+def test_each_cause_exits_with_its_own_nonzero_code() -> None:
+    seen: dict[ExitCode, int] = {}
+    seen[ExitCode.APP_IMPORT] = run_app("nosuchmodule:app").returncode
+    seen[ExitCode.CONFIG] = run_app("examples.hello:app", "--workers", "0").returncode
+    with listening_socket() as port:
+        seen[ExitCode.BIND] = run_cli(
+            "run", "examples.hello:app", "--host", "127.0.0.1", "--port", str(port)
+        ).returncode
+    seen[ExitCode.BOOT_LOOP] = run_app(
+        "examples.chaos:app", "--max-restarts", "0", env={"CHAOS_FAIL_STARTUP": "1"}
+    ).returncode
+
+    assert seen == {cause: int(cause) for cause in seen}, seen
+    codes = list(seen.values())
+    assert len(set(codes)) == len(codes), f"two causes share an exit code: {seen}"
+    assert all(code != 0 for code in codes), seen
+
+
+# --- Help --------------------------------------------------------------------------
+
+DOCUMENTED_FLAGS = (
+    "--host",
+    "--port",
+    "--uds",
+    "--workers",
+    "--mode",
+    "--max-restarts",
+    "--restart-window",
+    "--shutdown-timeout",
+    "--on-exhausted",
+    "--log-format",
+    "--log-level",
+    "--config",
+)
+
+
+def _option_blocks(help_text: str) -> dict[str, str]:
+    """Each option's flag names -> its whole (possibly wrapped) entry, whitespace-normalised."""
+    blocks: dict[str, str] = {}
+    names: list[str] = []
+    body: list[str] = []
+
+    def flush() -> None:
+        text = " ".join(" ".join(body).split())
+        for name in names:
+            blocks[name] = text
+
+    for line in help_text.splitlines():
+        if re.match(r"^ {1,4}-", line):  # an option's first line; wrapped lines indent deeper
+            flush()
+            declaration = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
+            names = re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", declaration)
+            body = [line]
+        elif names and line.startswith(" " * 5):
+            body.append(line)
+        else:
+            flush()
+            names, body = [], []
+    flush()
+    return blocks
+
+
+def test_run_help_documents_every_flag_with_its_default() -> None:
+    result = run_cli("run", "--help")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    blocks = _option_blocks(result.stdout)
+    missing = [flag for flag in DOCUMENTED_FLAGS if flag not in blocks]
+    assert not missing, f"undocumented flags {missing} in:\n{result.stdout}"
+    no_default = [flag for flag in DOCUMENTED_FLAGS if "[default:" not in blocks[flag]]
+    assert not no_default, f"flags without a [default: ...] note: {no_default}\n{result.stdout}"

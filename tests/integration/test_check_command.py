@@ -1,0 +1,120 @@
+"""``corral check``: imports the app and explains the worker mode, without serving anything."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from corral.errors import ExitCode
+from tests.conftest import ROOT, corral_env
+
+pytestmark = pytest.mark.integration
+
+CLI_TIMEOUT = 60.0  # a hang guard only: check must return at once
+FREE_THREADED_BUILD = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def run_check(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """``python -m corral check ARGS`` in its own session, killed as a group on a hang."""
+    command = [sys.executable, "-m", "corral", "check", *args]
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=corral_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"corral check did not exit:\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def report(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """The successful report as ``{"app": ..., "mode": ..., "python": ...}``, checked for shape."""
+    shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == ExitCode.OK, shown
+    assert "Traceback" not in result.stdout + result.stderr, shown
+    fields: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        key, sep, value = line.partition(":")
+        assert sep, f"unexpected line {line!r}; {shown}"
+        assert value.startswith(" "), f"unexpected line {line!r}; {shown}"
+        fields[key] = line
+    assert set(fields) == {"app", "mode", "python"}, shown
+    return fields
+
+
+def test_check_reports_the_automatic_mode_and_why() -> None:
+    fields = report(run_check("examples.hello:app"))
+    assert fields["app"] == "app:    examples.hello:app (function)"
+    if FREE_THREADED_BUILD:
+        assert fields["mode"].startswith(("mode:   thread (", "mode:   process (")), fields
+        assert "free-threaded build" in fields["mode"], fields
+        assert "free-threaded build: yes" in fields["python"], fields
+    else:
+        assert fields["mode"] == (
+            "mode:   process (this interpreter has a GIL, so workers are processes)"
+        )
+        assert "free-threaded build: no, GIL enabled now: yes" in fields["python"], fields
+    assert fields["python"].startswith(f"python: {sys.version.split()[0]} ("), fields
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_check_honours_an_explicit_mode(mode: str) -> None:
+    fields = report(run_check("examples.hello:app", "--mode", mode))
+    assert fields["mode"].startswith(f"mode:   {mode} ("), fields
+    assert f"--mode {mode}" in fields["mode"], "the reason says the mode was chosen by the flag"
+
+
+def test_check_imports_from_app_dir(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.py").write_text(
+        "async def application(scope, receive, send):\n    pass\n", encoding="utf-8"
+    )
+    fields = report(run_check("elsewhere:application", "--app-dir", str(tmp_path)))
+    assert fields["app"] == "app:    elsewhere:application (function)"
+
+
+@pytest.mark.parametrize(
+    ("app_path", "needle"),
+    [
+        ("nosuchmodule:app", "'nosuchmodule'"),
+        ("examples.hello:nope", "'nope'"),
+        ("examples.hello", "'package.module:attribute'"),
+    ],
+)
+def test_check_with_a_bad_app_fails_with_one_line(app_path: str, needle: str) -> None:
+    result = run_check(app_path)
+    shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == ExitCode.APP_IMPORT, shown
+    assert "Traceback" not in result.stdout + result.stderr, shown
+    assert result.stdout == "", "no partial report before the error"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, shown
+    assert lines[0].startswith("corral: error: "), shown
+    assert needle in lines[0], shown
+
+
+def test_check_with_an_app_that_raises_at_import(tmp_path: Path) -> None:
+    (tmp_path / "explodes.py").write_text('raise RuntimeError("boom")\n', encoding="utf-8")
+    result = run_check("explodes:app", "--app-dir", str(tmp_path))
+    assert result.returncode == ExitCode.APP_IMPORT, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("corral: error: "), result.stderr
+    assert "boom" in lines[0]
