@@ -83,6 +83,21 @@ class CorralProcess:
                     )
                 self._cond.wait(min(remaining, 0.5))
 
+    def wait_line(self, text: str, timeout: float = 15.0) -> str:
+        """Block until a raw output line contains ``text`` (for non-JSON output)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = next((line for line in self.lines if text in line), None)
+                if found is not None:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(
+                        f"no line containing {text!r}; got:\n" + "\n".join(self.lines)
+                    )
+                self._cond.wait(min(remaining, 0.5))
+
     def wait_event(
         self, kind: str, timeout: float = 15.0, count: int = 1, **fields: Any
     ) -> list[Event]:
@@ -114,6 +129,25 @@ class CorralProcess:
     def get(self, path: str, timeout: float = 10.0) -> httpx.Response:
         """One request on a fresh connection."""
         return httpx.get(self.base_url + path, timeout=timeout, headers={"connection": "close"})
+
+    def crash_slot(self, mode: str, slot: int) -> None:
+        """Kill ``slot``'s current worker the way a real failure would.
+
+        Process mode: SIGKILL its pid. Thread mode: make that worker's event
+        loop fail through the chaos app, retrying on fresh connections until
+        the request lands on the wanted slot (others answer 409).
+        """
+        if mode == "process":
+            os.kill(self.live_pids()[slot], signal.SIGKILL)
+            return
+        for _ in range(200):
+            try:
+                reply = httpx.get(f"{self.base_url}/crash?slot={slot}", timeout=3)
+            except httpx.HTTPError:
+                return  # the loop died under the request: that is the crash
+            if reply.status_code != 409:
+                return
+        raise AssertionError(f"never reached slot {slot}")
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         code = self.proc.wait(timeout)

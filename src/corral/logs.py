@@ -38,9 +38,10 @@ def _json_serializer() -> Callable[..., str]:
 
 def _uvicorn_access_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Turn uvicorn's positional access-log arguments into named fields."""
+    args = event_dict.pop("positional_args", ())
     record = event_dict.get("_record")
-    if record is not None and record.name == "uvicorn.access" and len(record.args) == 5:
-        event_dict.update(zip(_ACCESS_ARGS, record.args, strict=True))
+    if record is not None and record.name == "uvicorn.access" and len(args) == 5:
+        event_dict.update(zip(_ACCESS_ARGS, args, strict=True))
         event_dict["event"] = "access"
     return event_dict
 
@@ -60,6 +61,7 @@ def configure_logging(log_format: LogFormat, level: str, *, access_log: bool = F
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, _uvicorn_access_fields],
+        pass_foreign_args=True,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,

@@ -466,7 +466,7 @@ class Supervisor:
         self._any_ready = True
         self._emit(EventKind.READY, handle, duration=now - handle.started_monotonic)
         slot = self._slots[handle.slot]
-        if handle is slot.incoming:
+        if handle is slot.incoming and self._phase is Phase.RUNNING:
             self._promote(slot, handle)
         elif handle is slot.worker and not handle.stop_requested:
             slot.state = SlotState.READY
@@ -618,10 +618,12 @@ class Supervisor:
             handle.force_stop()
 
     def _kill_all(self) -> None:
+        """SIGKILL processes that outlived the force-stop; threads get one last grace."""
         self._abandon_deadline = time.monotonic() + _REAP_GRACE_SECONDS
         for handle in self._live():
-            self._emit(EventKind.FORCE_STOP, handle, message="still running; SIGKILL")
-            handle.kill()
+            if isinstance(handle, ProcessWorker):
+                self._emit(EventKind.FORCE_STOP, handle, message="still running; SIGKILL")
+                handle.kill()
 
     def _abandon_all(self) -> None:
         """Give up on workers that ignore even the last resort (a thread stuck in C code)."""

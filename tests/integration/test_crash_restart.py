@@ -8,27 +8,8 @@ import signal
 import time
 from collections.abc import Callable
 
-import httpx
-
 from corral.errors import ExitCode
 from tests.conftest import CorralProcess
-
-
-def _crash_slot(server: CorralProcess, mode: str, slot: int) -> None:
-    """Kill slot's current worker the way a real failure would."""
-    if mode == "process":
-        os.kill(server.live_pids()[slot], signal.SIGKILL)
-        return
-    # Thread mode: make that worker's event loop fail. Retry on fresh
-    # connections until the request lands on the wanted slot.
-    for _ in range(200):
-        try:
-            reply = httpx.get(server.base_url + f"/crash?slot={slot}", timeout=3)
-        except httpx.HTTPError:
-            return  # the loop died under the request: that is the crash
-        if reply.status_code != 409:
-            return
-    raise AssertionError(f"never reached slot {slot}")
 
 
 def test_killed_worker_gives_one_crash_one_respawn_new_generation(
@@ -36,7 +17,7 @@ def test_killed_worker_gives_one_crash_one_respawn_new_generation(
 ) -> None:
     server = corral("--workers", "2", "--mode", mode)
     server.wait_ready(2)
-    _crash_slot(server, mode, 0)
+    server.crash_slot(mode, 0)
     server.wait_event("ready", slot=0, generation=2)
     crashes = server.events("crash")
     assert len(crashes) == 1
@@ -78,7 +59,7 @@ def test_budget_exhaustion_degrades_and_traffic_moves_to_survivors(
     server.wait_ready(2)
     for generation in (1, 2, 3):
         server.wait_event("ready", slot=0, generation=generation)
-        _crash_slot(server, mode, 0)
+        server.crash_slot(mode, 0)
     exhausted = server.wait_event("budget_exhausted", slot=0)[0]
     assert exhausted["budget_remaining"] == 0
     assert len(server.events("crash", slot=0)) == 3
@@ -101,7 +82,7 @@ def test_on_exhausted_exit_drains_and_exits_with_distinct_code(
     server.wait_ready(2)
     for generation in (1, 2):
         server.wait_event("ready", slot=0, generation=generation)
-        _crash_slot(server, mode, 0)
+        server.crash_slot(mode, 0)
     assert server.wait_exit(30) == ExitCode.BUDGET_EXHAUSTED
     assert server.events("drain_end", slot=1), "the healthy worker was drained, not killed"
     assert server.events("supervisor_stop")[0]["message"] == "exit code 6"
@@ -114,7 +95,7 @@ def test_every_slot_exhausted_after_serving_exits_nonzero(
     server.wait_ready(1)
     for generation in (1, 2):
         server.wait_event("ready", slot=0, generation=generation)
-        _crash_slot(server, "process", 0)
+        server.crash_slot("process", 0)
     assert server.wait_exit(30) == ExitCode.ALL_EXHAUSTED
 
 
@@ -126,7 +107,7 @@ def test_restart_history_survives_new_handles(corral: Callable[..., CorralProces
     generation = 1
     while server.proc.poll() is None and time.monotonic() < deadline:
         server.wait_event("ready", slot=0, generation=generation)
-        _crash_slot(server, "process", 0)
+        server.crash_slot("process", 0)
         generation += 1
         if generation > 4:
             break

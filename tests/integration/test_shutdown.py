@@ -153,3 +153,41 @@ def test_second_sigint_forces_the_stop_at_once(
     assert server.events("force_stop")
     drain = server.events("drain_end")[0]
     assert drain["duration"] < 30, "did not wait for the 60 s drain timeout"
+
+
+def test_blocked_process_worker_is_sigkilled_after_the_grace(
+    corral: Callable[..., CorralProcess],
+) -> None:
+    server = corral("--mode", "process", "--shutdown-timeout", "0.5", "--force-stop-grace", "0.5")
+    server.wait_ready(1)
+    pid = server.live_pids()[0]
+    blocked = _start_slow_path(server, "/hang?seconds=60")
+    server.send(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+    messages = [e["message"] for e in server.events("force_stop")]
+    assert messages == ["drain timeout exceeded", "still running; SIGKILL"]
+    assert server.events("drain_end")[0]["signal"] == "SIGKILL"
+    assert not pid_alive(pid)
+    blocked.join(10)
+    assert blocked.status is None
+
+
+def test_thread_that_never_exits_is_reported_and_the_process_still_exits(
+    corral: Callable[..., CorralProcess],
+) -> None:
+    server = corral("--mode", "thread", "--shutdown-timeout", "0.5", "--force-stop-grace", "0.5")
+    server.wait_ready(1)
+    _start_slow_path(server, "/hang?seconds=60")
+    server.send(signal.SIGTERM)
+    assert server.wait_exit(30) == 0, "nothing hangs: the stuck thread is abandoned"
+    messages = [e["message"] for e in server.events("force_stop")]
+    assert messages == ["drain timeout exceeded", "thread did not exit; abandoned"]
+    assert any(r.get("event") == "worker could not be stopped" for r in server.records)
+
+
+def _start_slow_path(server: CorralProcess, path: str) -> SlowRequest:
+    request = SlowRequest(server.base_url + path)
+    request.start()
+    _wait_until_in_flight(server, 1)
+    time.sleep(0.2)  # let the worker pick it up and block in it
+    return request
