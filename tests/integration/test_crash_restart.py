@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import time
 from collections.abc import Callable
+
+import httpx
 
 from corral.errors import ExitCode
 from tests.conftest import CorralProcess
@@ -133,3 +136,29 @@ def test_connections_queued_while_no_worker_is_up_are_served_by_the_replacement(
         replies = list(pool.map(lambda _: server.get("/", timeout=30), range(10)))
     assert [r.status_code for r in replies] == [200] * 10
     assert {r.json()["generation"] for r in replies} == {3}
+
+
+def test_unexpected_clean_exit_is_an_exit_event_and_is_replaced(
+    corral: Callable[..., CorralProcess],
+) -> None:
+    server = corral("--workers", "1", "--mode", "process")
+    server.wait_ready(1)
+    with contextlib.suppress(httpx.HTTPError):
+        server.get("/exit?code=0", timeout=5)
+    server.wait_event("ready", generation=2)
+    exits = server.events("exit")
+    assert len(exits) == 1
+    assert exits[0]["exit_code"] == 0
+    assert not server.events("crash")
+    assert server.events("respawn")[0]["budget_remaining"] == 4, "it still counts"
+
+
+def test_nonzero_exit_is_a_crash_with_its_code(corral: Callable[..., CorralProcess]) -> None:
+    server = corral("--workers", "1", "--mode", "process")
+    server.wait_ready(1)
+    with contextlib.suppress(httpx.HTTPError):
+        server.get("/exit?code=17", timeout=5)
+    server.wait_event("ready", generation=2)
+    crash = server.events("crash")[0]
+    assert crash["reason"] == "exit_code"
+    assert crash["exit_code"] == 17
