@@ -33,7 +33,7 @@ from corral.config import (
 from corral.errors import CorralError, ExitCode
 from corral.lifecycle.collector import LifecycleCollector
 from corral.lifecycle.log_sink import StructlogSink
-from corral.listeners import close_listeners, create_listeners, describe
+from corral.listeners import close_listeners, create_listeners, describe, load_tls
 from corral.logs import configure_logging
 from corral.runtime import WorkerMode, decide_mode
 from corral.supervisor import Supervisor
@@ -123,6 +123,7 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
     _add_app_dir(app_dir)
     try:
         app = load_app(app_path)
+        tls = load_tls(config)
         sockets = create_listeners(config)
     except CorralError as exc:
         _fail(exc)
@@ -132,10 +133,9 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
     except CorralError as exc:
         close_listeners(sockets)
         _fail(exc)
-    tls = config.ssl_certfile is not None
     log.info(
         "corral listening",
-        urls=[describe(sock, tls=tls) for sock in sockets],
+        urls=[describe(sock, tls=tls is not None) for sock in sockets],
         workers=config.workers,
         mode=supervisor.mode.value,
         mode_reason=supervisor.mode_decision.reason,

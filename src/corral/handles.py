@@ -5,7 +5,7 @@ descriptors to watch, the pid or thread id, ``drain``/``force_stop``/``kill``,
 and an ``ExitInfo`` once dead. Death is *signalled*, never polled for:
 
 * a process's multiprocessing sentinel becomes readable when it exits;
-* a thread posts ``ThreadExited`` to the supervisor's mailbox from its
+* a thread posts ``WorkerExited`` to the supervisor's mailbox from its
   ``finally`` block, which also wakes the supervisor's selector.
 """
 
@@ -53,8 +53,9 @@ class ExitInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class ThreadExited:
-    """Posted by a thread worker as the very last thing it does."""
+class WorkerExited:
+    """Posted by a thread worker as the very last thing it does, and by the
+    supervisor for a worker that could not even be started."""
 
     slot: int
     generation: int
@@ -107,6 +108,28 @@ class WorkerHandle:
 
     def close(self) -> None:
         """Release the handle's resources once it is dead and accounted for."""
+
+
+class StillbornWorker(WorkerHandle):
+    """Stands in for an incarnation whose creation failed (out of fds, say), so the
+    failure goes through the same crash accounting and backoff as any other."""
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    @property
+    def thread_id(self) -> int | None:
+        return None
+
+    def start(self) -> None:
+        pass
+
+    def drain(self) -> None:
+        pass
+
+    def force_stop(self) -> None:
+        pass
 
 
 class ProcessWorker(WorkerHandle):
@@ -185,8 +208,8 @@ class ProcessWorker(WorkerHandle):
             os.kill(pid, signum)
 
     def close(self) -> None:
-        self._control.close()
-        self.events.close()
+        for end in (*self._child_ends, self._control, self.events):
+            end.close()
         with contextlib.suppress(ValueError):  # still running: abandoned after SIGKILL
             self._process.close()
 
@@ -243,7 +266,7 @@ class ThreadWorker(WorkerHandle):
         finally:
             for sock in self._sockets:
                 sock.close()
-            self._post(ThreadExited(self.spec.slot, self.spec.generation, info))
+            self._post(WorkerExited(self.spec.slot, self.spec.generation, info))
 
     def drain(self) -> None:
         self._engine.drain()
@@ -251,8 +274,7 @@ class ThreadWorker(WorkerHandle):
     def force_stop(self) -> None:
         self._engine.force_stop()
 
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+    def close(self) -> None:
+        if self._thread.ident is None:  # never started: its socket copies are still ours
+            for sock in self._sockets:
+                sock.close()

@@ -13,10 +13,11 @@ import contextlib
 import errno
 import os
 import socket
+import ssl
 import stat
 
 from corral.config import ServerConfig
-from corral.errors import BindError
+from corral.errors import BindError, ConfigError
 
 
 def create_listeners(config: ServerConfig) -> list[socket.socket]:
@@ -98,3 +99,20 @@ def close_listeners(sockets: list[socket.socket]) -> None:
         if isinstance(path, str) and path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+
+def load_tls(config: ServerConfig) -> ssl.SSLContext | None:
+    """Load the certificate and key once, up front, so a bad path or a key that does not
+    match fails at start-up with a clear error rather than in every worker."""
+    if config.ssl_certfile is None or config.ssl_keyfile is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"cannot load TLS certificate {config.ssl_certfile!r} with key "
+            f"{config.ssl_keyfile!r} ({reason}); check --ssl-certfile and --ssl-keyfile"
+        ) from None
+    return context

@@ -37,7 +37,14 @@ import structlog
 from corral.appload import ASGIApp, reload_app
 from corral.config import ServerConfig
 from corral.errors import AppImportError, ConfigError, ExitCode
-from corral.handles import ExitInfo, ProcessWorker, ThreadExited, ThreadWorker, WorkerHandle
+from corral.handles import (
+    ExitInfo,
+    ProcessWorker,
+    StillbornWorker,
+    ThreadWorker,
+    WorkerExited,
+    WorkerHandle,
+)
 from corral.lifecycle.collector import LifecycleCollector
 from corral.lifecycle.events import EventKind, LifecycleEvent
 from corral.listeners import close_listeners
@@ -336,25 +343,40 @@ class Supervisor:
         """Start the slot's next incarnation; a rolling ``replacement`` leaves its state alone."""
         slot.generation += 1
         spec = WorkerSpec(slot.index, slot.generation, self.mode, self.config, self._app_path)
-        handle: WorkerHandle
-        if self.mode is WorkerMode.PROCESS:
-            handle = ProcessWorker(spec, self._sockets, self._context())
-        else:
-            handle = ThreadWorker(
-                spec, self._app, self._sockets, self._mailbox.post, self._ssl_context
-            )
-        handle.start()
-        if isinstance(handle, ProcessWorker):
-            self._selector.register(
-                handle.sentinel, selectors.EVENT_READ, self._process_died(handle)
-            )
-            self._selector.register(
-                handle.events, selectors.EVENT_READ, self._process_spoke(handle)
-            )
+        try:
+            handle = self._start_worker(spec)
+        except (OSError, RuntimeError) as exc:
+            # Out of fds or processes, say. Account for it like a crash at
+            # boot, on the next loop pass, so backoff and the budget apply.
+            log.error("could not start worker", slot=slot.index, error=str(exc))
+            handle = StillbornWorker(spec)
+            info = ExitInfo(message=f"could not start: {exc}")
+            self._mailbox.post(WorkerExited(slot.index, slot.generation, info))
         if not replacement:
             slot.state = SlotState.STARTING
         self._emit(EventKind.SPAWN, handle)
         return handle
+
+    def _start_worker(self, spec: WorkerSpec) -> WorkerHandle:
+        if self.mode is WorkerMode.THREAD:
+            thread = ThreadWorker(
+                spec, self._app, self._sockets, self._mailbox.post, self._ssl_context
+            )
+            try:
+                thread.start()
+            except BaseException:
+                thread.close()
+                raise
+            return thread
+        process = ProcessWorker(spec, self._sockets, self._context())
+        try:
+            process.start()
+        except BaseException:
+            process.close()
+            raise
+        self._selector.register(process.sentinel, selectors.EVENT_READ, self._process_died(process))
+        self._selector.register(process.events, selectors.EVENT_READ, self._process_spoke(process))
+        return process
 
     def _process_died(self, handle: ProcessWorker) -> Callable[[object], None]:
         def on_sentinel(_: object) -> None:
@@ -381,7 +403,7 @@ class Supervisor:
         for item in self._mailbox.take():
             if isinstance(item, Command):
                 self._on_command(item)
-            elif isinstance(item, ThreadExited):
+            elif isinstance(item, WorkerExited):
                 handle = self._find(item.slot, item.generation)
                 if handle is not None and handle.exit_info is None:
                     self._on_exit(handle, item.info)

@@ -12,7 +12,8 @@ import pytest
 from corral.appload import load_app
 from corral.config import ServerConfig
 from corral.errors import ExitCode
-from corral.lifecycle import EventKind, LifecycleCollector, LifecycleEvent
+from corral.handles import ThreadWorker
+from corral.lifecycle import CrashReason, EventKind, LifecycleCollector, LifecycleEvent
 from corral.listeners import create_listeners, describe
 from corral.runtime import WorkerMode
 from corral.supervisor import Supervisor, WorkerStatus
@@ -147,3 +148,38 @@ def test_shutdown_is_non_blocking_and_run_returns_ok(running: Running) -> None:
     assert kinds[-1] is EventKind.SUPERVISOR_STOP
     assert kinds.count(EventKind.DRAIN_END) == 2
     assert [e.seq for e in running.recorder.events] == list(range(1, len(kinds) + 1))
+
+
+def test_a_worker_that_cannot_be_started_is_accounted_as_a_boot_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fault injection: the OS refuses the first two thread starts (as with EMFILE)."""
+    real_start = ThreadWorker.start
+    refusals = [OSError("simulated: too many open files")] * 2
+
+    def flaky_start(self: ThreadWorker) -> None:
+        if refusals:
+            raise refusals.pop()
+        real_start(self)
+
+    monkeypatch.setattr(ThreadWorker, "start", flaky_start)
+    config = ServerConfig(port=0, workers=1, mode=WorkerMode.THREAD, backoff_base=0.01)
+    recorder = Recorder()
+    supervisor = Supervisor(
+        config,
+        load_app(APP_PATH),
+        lifecycle_collector=LifecycleCollector([recorder]),
+        app_path=APP_PATH,
+    )
+    thread = threading.Thread(target=supervisor.run, args=(create_listeners(config),))
+    thread.start()
+    try:
+        ready = recorder.wait(EventKind.READY)[0]
+        assert ready.generation == 3
+        crashes = recorder.wait(EventKind.CRASH, count=2)
+        assert [c.reason for c in crashes] == [CrashReason.BOOT, CrashReason.BOOT]
+        assert all("could not start" in (c.message or "") for c in crashes)
+        assert supervisor.status()[0].restarts_in_window == 2
+    finally:
+        supervisor.shutdown()
+        thread.join(30)

@@ -391,3 +391,20 @@ def test_run_help_documents_every_flag_with_its_default() -> None:
     assert not missing, f"undocumented flags {missing} in:\n{result.stdout}"
     no_default = [flag for flag in DOCUMENTED_FLAGS if "[default:" not in blocks[flag]]
     assert not no_default, f"flags without a [default: ...] note: {no_default}\n{result.stdout}"
+
+
+def test_tls_files_that_do_not_load(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.pem")
+    result = run_app("examples.hello:app", "--ssl-certfile", missing, "--ssl-keyfile", missing)
+    assert_one_line_error(result, ExitCode.CONFIG, "cannot load TLS certificate", "--ssl-certfile")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    result = run_app(
+        "examples.hello:app", "--ssl-certfile", str(garbage), "--ssl-keyfile", str(garbage)
+    )
+    assert_one_line_error(result, ExitCode.CONFIG, "cannot load TLS certificate")
+
+
+def test_tls_certificate_without_key() -> None:
+    result = run_app("examples.hello:app", "--ssl-certfile", "cert.pem")
+    assert_one_line_error(result, ExitCode.CONFIG, "--ssl-keyfile")
