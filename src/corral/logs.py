@@ -46,6 +46,16 @@ def _uvicorn_access_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> 
     return event_dict
 
 
+_MACHINE_FIELDS = ("lifecycle", "wall_time", "monotonic", "seq")
+
+
+def _drop_machine_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Console lines are for people: leave out the fields only machines need."""
+    for key in _MACHINE_FIELDS:
+        event_dict.pop(key, None)
+    return event_dict
+
+
 def configure_logging(log_format: LogFormat, level: str, *, access_log: bool = False) -> None:
     """(Re)configure structlog and the stdlib root logger; safe to call more than once."""
     shared: list[Processor] = [
@@ -54,18 +64,21 @@ def configure_logging(log_format: LogFormat, level: str, *, access_log: bool = F
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: Processor
+    renderers: list[Processor]
     if log_format is LogFormat.JSON:
-        renderer = structlog.processors.JSONRenderer(serializer=_json_serializer())
+        renderers = [structlog.processors.JSONRenderer(serializer=_json_serializer())]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderers = [
+            _drop_machine_fields,
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+        ]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, _uvicorn_access_fields],
         pass_foreign_args=True,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            renderer,
+            *renderers,
         ],
     )
     handler = logging.StreamHandler(sys.stderr)

@@ -120,5 +120,6 @@ def test_console_log_format_is_for_humans(corral: Callable[..., CorralProcess]) 
     assert "generation=1" in server.wait_line(" ready ", timeout=20)
     assert server.records == [], "console lines are not JSON"
     assert any("supervisor_start" in line for line in server.lines)
+    assert not any("monotonic=" in line for line in server.lines), "machine-only fields dropped"
     os.kill(server.pid, signal.SIGTERM)
     assert server.wait_exit(30) == 0
