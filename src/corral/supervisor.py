@@ -131,10 +131,15 @@ class _Slot:
 
 
 class _Mailbox:
-    """A thread-safe inbox whose arrivals wake the supervisor's selector."""
+    """A thread-safe inbox whose arrivals wake the supervisor's selector.
+
+    The lock is re-entrant and ``take`` pops one item at a time, so a signal
+    handler that posts while the main thread is inside ``take`` neither
+    deadlocks nor loses its item.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._items: deque[object] = deque()
         self.reader, self._writer = socket.socketpair()
         self.reader.setblocking(False)
@@ -150,9 +155,10 @@ class _Mailbox:
         with contextlib.suppress(BlockingIOError, OSError):
             while self.reader.recv(4096):
                 pass
+        items: list[object] = []
         with self._lock:
-            items = list(self._items)
-            self._items.clear()
+            while self._items:
+                items.append(self._items.popleft())
         return items
 
     def close(self) -> None:
