@@ -7,12 +7,9 @@ only at what an operator would see: the exit status, stdout and stderr.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,53 +18,14 @@ from pathlib import Path
 import pytest
 
 from corral.errors import ExitCode
-from tests.conftest import ROOT, CorralProcess, corral_env, pid_alive
+from tests.conftest import ROOT, CorralProcess, pid_alive, run_cli
 
 pytestmark = pytest.mark.integration
 
-# A hang guard for commands that should exit at once: generous, because this
-# may be a loaded two-core machine, but finite so a regression cannot block CI.
-CLI_TIMEOUT = 60.0
 BOOT_LOOP_LIMIT = 30.0
 
 
 # --- Helpers -----------------------------------------------------------------------
-
-
-def run_cli(
-    *args: str,
-    cwd: Path = ROOT,
-    env: dict[str, str] | None = None,
-    timeout: float = CLI_TIMEOUT,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m corral ARGS`` to completion in its own session.
-
-    If it does not exit within ``timeout`` (say, a bad input was accepted and
-    corral started serving), the whole process group, workers included, is
-    killed and the test fails with what it printed.
-    """
-    command = [sys.executable, "-m", "corral", *args]
-    proc = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=corral_env(**(env or {})),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(
-            f"corral {' '.join(args)} did not exit within {timeout}s\n"
-            f"stdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
-        )
-    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def run_app(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -13,35 +10,15 @@ from pathlib import Path
 import pytest
 
 from corral.errors import ExitCode
-from tests.conftest import ROOT, corral_env
+from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.integration
 
-CLI_TIMEOUT = 60.0  # a hang guard only: check must return at once
 FREE_THREADED_BUILD = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def run_check(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """``python -m corral check ARGS`` in its own session, killed as a group on a hang."""
-    command = [sys.executable, "-m", "corral", "check", *args]
-    proc = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=corral_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"corral check did not exit:\nstdout:\n{stdout}\nstderr:\n{stderr}")
-    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+    return run_cli("check", *args, cwd=cwd)
 
 
 def report(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
