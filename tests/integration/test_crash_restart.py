@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -162,3 +163,23 @@ def test_nonzero_exit_is_a_crash_with_its_code(corral: Callable[..., CorralProce
     crash = server.events("crash")[0]
     assert crash["reason"] == "exit_code"
     assert crash["exit_code"] == 17
+
+
+def test_repeated_respawns_leak_no_fds_or_threads(
+    corral: Callable[..., CorralProcess], mode: str
+) -> None:
+    server = corral(
+        "--workers", "2", "--mode", mode, "--max-restarts", "100", "--backoff-base", "0"
+    )
+    server.wait_ready(2)
+    proc_dir = Path(f"/proc/{server.pid}")
+    server.crash_slot(mode, 0)  # the first respawn may start the forkserver
+    server.wait_event("ready", slot=0, generation=2)
+    fds = len(list((proc_dir / "fd").iterdir()))
+    threads = len(list((proc_dir / "task").iterdir()))
+    for generation in range(2, 22):
+        server.crash_slot(mode, 0)
+        server.wait_event("ready", slot=0, generation=generation + 1)
+    assert len(server.events("crash", slot=0)) == 21
+    assert len(list((proc_dir / "fd").iterdir())) == fds
+    assert len(list((proc_dir / "task").iterdir())) == threads
