@@ -683,8 +683,16 @@ class Supervisor:
                 return
         ready = [s.index for s in sorted(self._slots.values(), key=_index) if _rollable(s)]
         self._emit(EventKind.RELOAD, workers=len(ready), message="rolling restart")
+        self._revive_exhausted()
         self._roll.extend(ready)
         self._roll_next()
+
+    def _revive_exhausted(self) -> None:
+        """A reload is how an operator ships a fix: exhausted slots get a fresh budget."""
+        for slot in self._slots.values():
+            if slot.state is SlotState.EXHAUSTED and not slot.removing:
+                slot.budget = SlotBudget(self._policy)
+                slot.worker = self._spawn(slot)
 
     def _roll_next(self) -> None:
         while self._roll:
@@ -727,7 +735,9 @@ class Supervisor:
         if self._phase is not Phase.RUNNING or len(remaining) <= 1:
             log.warning("scale down ignored", reason="at least one worker must remain")
             return
-        slot = max(remaining, key=_index)
+        # Give up an exhausted slot first: removing a healthy one could leave
+        # nothing but exhausted slots, serving nobody.
+        slot = max(remaining, key=lambda s: (s.state is SlotState.EXHAUSTED, s.index))
         slot.removing = True
         slot.respawn_at = None
         self._desired -= 1

@@ -164,3 +164,35 @@ def test_orphaned_process_workers_exit_when_supervisor_is_killed(
         pass
     else:
         raise AssertionError("an orphan is still serving on the port")
+
+
+def test_reload_revives_exhausted_slots_with_a_fresh_budget(
+    corral: Callable[..., CorralProcess], mode: str
+) -> None:
+    server = corral("--workers", "2", "--mode", mode, "--max-restarts", "1")
+    server.wait_ready(2)
+    for generation in (1, 2):
+        server.wait_event("ready", slot=0, generation=generation)
+        server.crash_slot(mode, 0)
+    server.wait_event("budget_exhausted", slot=0)
+    server.send(signal.SIGHUP)
+    server.wait_event("ready", slot=0, generation=3)
+    server.wait_event("drain_end", slot=1, generation=1)
+    assert server.proc.poll() is None
+    server.crash_slot(mode, 0)
+    respawn = server.wait_event("respawn", slot=0, count=2)[1]
+    assert respawn["budget_remaining"] == 0, "a fresh budget of one restart, now used"
+
+
+def test_scale_down_gives_up_an_exhausted_slot_first(
+    corral: Callable[..., CorralProcess], mode: str
+) -> None:
+    server = corral("--workers", "2", "--mode", mode, "--max-restarts", "0")
+    server.wait_ready(2)
+    server.crash_slot(mode, 0)
+    server.wait_event("budget_exhausted", slot=0)
+    server.send(signal.SIGTTOU)
+    scaled = server.wait_event("scale_down")[0]
+    assert scaled["slot"] == 0
+    assert scaled["workers"] == 1
+    assert [server.get("/").json()["slot"] for _ in range(5)] == [1] * 5
