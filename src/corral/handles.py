@@ -26,7 +26,7 @@ import structlog
 
 from corral.appload import ASGIApp
 from corral.worker import (
-    DrainCommand,
+    ControlCommand,
     WorkerEngine,
     WorkerMessage,
     WorkerSpec,
@@ -186,16 +186,16 @@ class ProcessWorker(WorkerHandle):
             self.exit_info = ExitInfo(exit_code=code, raised=raised, message=message)
         return self.exit_info
 
-    def _send(self, command: str) -> None:
+    def _send(self, command: ControlCommand) -> None:
         with contextlib.suppress(OSError, ValueError):  # dead or closed: the sentinel says so
             self._control.send(command)
 
     def drain(self) -> None:
-        self._send(DrainCommand.DRAIN)
+        self._send(ControlCommand.DRAIN)
 
     def force_stop(self) -> None:
         """Close connections and cancel tasks in the worker; ``kill`` follows if it lingers."""
-        self._send(DrainCommand.FORCE)
+        self._send(ControlCommand.FORCE)
 
     def kill(self) -> None:
         self._signal(signal.SIGKILL)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 import signal
 import socket
@@ -108,8 +109,8 @@ WorkerMessage = Ready | BootFailed | Raised
 Report = Callable[[WorkerMessage], None]
 
 
-class DrainCommand:
-    """Control-pipe commands, supervisor to process worker."""
+class ControlCommand(enum.Enum):
+    """What the supervisor can tell a process worker over its control pipe."""
 
     DRAIN = "drain"
     FORCE = "force"
@@ -286,9 +287,9 @@ def _follow_control_pipe(control: Connection, engine: WorkerEngine) -> None:
             command = control.recv()
         except (EOFError, OSError):
             break
-        if command == DrainCommand.DRAIN:
+        if command is ControlCommand.DRAIN:
             engine.drain()
-        elif command == DrainCommand.FORCE:
+        elif command is ControlCommand.FORCE:
             engine.force_stop()
     engine.drain()
     time.sleep(ORPHAN_GRACE_SECONDS)
