@@ -11,6 +11,7 @@ and an ``ExitInfo`` once dead. Death is *signalled*, never polled for:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import signal
@@ -62,7 +63,7 @@ class WorkerExited:
     info: ExitInfo
 
 
-class WorkerHandle:
+class WorkerHandle(abc.ABC):
     """State the supervisor keeps for one incarnation, whatever its kind."""
 
     def __init__(self, spec: WorkerSpec) -> None:
@@ -70,7 +71,6 @@ class WorkerHandle:
         self.started_monotonic = time.monotonic()
         self.started_wall = time.time()
         self.ready = False
-        self.ready_monotonic: float | None = None
         self.stop_requested = False
         self.drain_started: float | None = None
         self.forced = False
@@ -87,26 +87,26 @@ class WorkerHandle:
         return self.spec.generation
 
     @property
-    def pid(self) -> int | None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def pid(self) -> int | None: ...
 
     @property
-    def thread_id(self) -> int | None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def thread_id(self) -> int | None: ...
 
-    def start(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def start(self) -> None: ...
 
-    def drain(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def drain(self) -> None: ...
 
-    def force_stop(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def force_stop(self) -> None: ...
 
-    def kill(self) -> None:
+    def kill(self) -> None:  # noqa: B027 - deliberately a no-op by default
         """Last resort once ``force_stop`` was ignored; a no-op where impossible."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - deliberately a no-op by default
         """Release the handle's resources once it is dead and accounted for."""
 
 

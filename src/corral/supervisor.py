@@ -490,7 +490,6 @@ class Supervisor:
     def _on_ready(self, handle: WorkerHandle) -> None:
         now = time.monotonic()
         handle.ready = True
-        handle.ready_monotonic = now
         self._any_ready = True
         self._emit(EventKind.READY, handle, duration=now - handle.started_monotonic)
         slot = self._slots[handle.slot]
