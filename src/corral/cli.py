@@ -94,15 +94,18 @@ def cli() -> None:
     """corral: an observability-first worker supervisor for ASGI apps."""
 
 
-@cli.command()
-@click.argument("app_path", metavar="APP")
-@click.option(
+_config_file_option = click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="TOML file with a [tool.corral] table.  [default: ./corral.toml or ./pyproject.toml]",
 )
+
+
+@cli.command()
+@click.argument("app_path", metavar="APP")
+@_config_file_option
 @click.option("--app-dir", default=".", show_default=True, help="Directory to import APP from.")
 @_with_config_options
 def run(app_path: str, config_file: Path | None, app_dir: str, **values: Any) -> None:
@@ -147,18 +150,22 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
 
 @cli.command()
 @click.argument("app_path", metavar="APP")
+@_config_file_option
 @click.option("--app-dir", default=".", show_default=True, help="Directory to import APP from.")
-@click.option(
-    "--mode", type=click.Choice(_CHOICES["WorkerMode | None"]), default="auto", show_default=True
-)
-def check(app_path: str, app_dir: str, mode: str) -> None:
-    """Import APP and say which worker mode corral would use, and why."""
+@_config_option("mode")
+def check(app_path: str, config_file: Path | None, app_dir: str, mode: str | None) -> None:
+    """Validate the configuration, import APP, and say which worker mode corral would use."""
+    try:
+        loaded = load_config({"mode": mode}, config_path=config_file)
+    except CorralError as exc:
+        _fail(exc)
     _add_app_dir(app_dir)
     try:
         app = load_app(app_path)
     except CorralError as exc:
         _fail(exc)
-    decision = decide_mode(None if mode == "auto" else WorkerMode(mode))
+    config = loaded.config
+    decision = decide_mode(config.mode)
     click.echo(f"app:    {app_path} ({type(app).__name__})")
     click.echo(f"mode:   {decision.mode.value} ({decision.reason})")
     click.echo(
@@ -166,6 +173,8 @@ def check(app_path: str, app_dir: str, mode: str) -> None:
         f" (free-threaded build: {_yes(decision.free_threaded_build)},"
         f" GIL enabled now: {_yes(decision.gil_enabled)})"
     )
+    source = str(loaded.file) if loaded.file else "defaults, flags and CORRAL_* variables"
+    click.echo(f"config: {source}; {config.workers} worker(s)")
 
 
 def _yes(flag: bool) -> str:

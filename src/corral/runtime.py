@@ -54,7 +54,7 @@ def decide_mode(override: WorkerMode | None) -> ModeDecision:
     free_threaded = is_free_threaded_build()
     enabled = gil_enabled()
     if override is not None:
-        reason = f"--mode {override.value} given explicitly"
+        reason = f"mode {override.value} set explicitly (--mode, CORRAL_MODE or the config file)"
         return ModeDecision(override, reason, free_threaded, enabled)
     if free_threaded and not enabled:
         reason = "free-threaded build, GIL disabled"

@@ -22,7 +22,7 @@ def run_check(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 
 def report(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
-    """The successful report as ``{"app": ..., "mode": ..., "python": ...}``, checked for shape."""
+    """The successful report as ``{"app", "mode", "python", "config"}`` lines, checked for shape."""
     shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert result.returncode == ExitCode.OK, shown
     assert "Traceback" not in result.stdout + result.stderr, shown
@@ -32,7 +32,7 @@ def report(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
         assert sep, f"unexpected line {line!r}; {shown}"
         assert value.startswith(" "), f"unexpected line {line!r}; {shown}"
         fields[key] = line
-    assert set(fields) == {"app", "mode", "python"}, shown
+    assert set(fields) == {"app", "mode", "python", "config"}, shown
     return fields
 
 
@@ -55,7 +55,7 @@ def test_check_reports_the_automatic_mode_and_why() -> None:
 def test_check_honours_an_explicit_mode(mode: str) -> None:
     fields = report(run_check("examples.hello:app", "--mode", mode))
     assert fields["mode"].startswith(f"mode:   {mode} ("), fields
-    assert f"--mode {mode}" in fields["mode"], "the reason says the mode was chosen by the flag"
+    assert f"mode {mode} set explicitly" in fields["mode"], "the reason says it was chosen"
 
 
 def test_check_imports_from_app_dir(tmp_path: Path) -> None:
@@ -95,3 +95,26 @@ def test_check_with_an_app_that_raises_at_import(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("corral: error: "), result.stderr
     assert "boom" in lines[0]
+
+
+def test_check_reads_the_environment_and_config_file(tmp_path: Path) -> None:
+    (tmp_path / "corral.toml").write_text("workers = 3\n")
+    result = run_cli(
+        "check",
+        "examples.hello:app",
+        "--app-dir",
+        str(ROOT),
+        cwd=tmp_path,
+        env={"CORRAL_MODE": "thread"},
+    )
+    fields = report(result)
+    assert fields["mode"].startswith("mode:   thread (mode thread set explicitly")
+    assert fields["config"] == f"config: {tmp_path / 'corral.toml'}; 3 worker(s)"
+
+
+def test_check_rejects_invalid_configuration(tmp_path: Path) -> None:
+    (tmp_path / "corral.toml").write_text("wokers = 3\n")
+    result = run_cli("check", "examples.hello:app", "--app-dir", str(ROOT), cwd=tmp_path)
+    assert result.returncode == ExitCode.CONFIG
+    assert result.stderr.startswith("corral: error: ")
+    assert "wokers" in result.stderr

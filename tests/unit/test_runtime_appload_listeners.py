@@ -40,7 +40,10 @@ def _fake_build(monkeypatch: pytest.MonkeyPatch, *, free_threaded: bool, gil: bo
 def test_decide_mode_override(mode: WorkerMode) -> None:
     decision = decide_mode(mode)
     assert decision.mode is mode
-    assert decision.reason == f"--mode {mode.value} given explicitly"
+    assert (
+        decision.reason
+        == f"mode {mode.value} set explicitly (--mode, CORRAL_MODE or the config file)"
+    )
 
 
 @pytest.mark.parametrize("mode", list(WorkerMode))
@@ -49,7 +52,12 @@ def test_decide_mode_override_wins_on_free_threaded_build(
 ) -> None:
     _fake_build(monkeypatch, free_threaded=True, gil=False)
     decision = decide_mode(mode)
-    assert decision == ModeDecision(mode, f"--mode {mode.value} given explicitly", True, False)
+    assert decision == ModeDecision(
+        mode,
+        f"mode {mode.value} set explicitly (--mode, CORRAL_MODE or the config file)",
+        True,
+        False,
+    )
 
 
 @pytest.mark.skipif(
