@@ -149,6 +149,12 @@ class CorralProcess:
                 return
         raise AssertionError(f"never reached slot {slot}")
 
+    def crash_generations(self, mode: str, slot: int, generations: int) -> None:
+        """Crash ``slot`` once it is ready, ``generations`` times in a row, from generation 1."""
+        for generation in range(1, generations + 1):
+            self.wait_event("ready", slot=slot, generation=generation)
+            self.crash_slot(mode, slot)
+
     def wait_exit(self, timeout: float = 30.0) -> int:
         code = self.proc.wait(timeout)
         self._reader.join(5)

@@ -19,6 +19,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -176,15 +177,13 @@ class ProcessWorker(WorkerHandle):
         return messages
 
     def reap(self) -> ExitInfo:
+        """How the (dead) process ended; the supervisor records it in ``exit_info``."""
         self._process.join(timeout=0)
         code = self._process.exitcode
         if code is not None and code < 0:
-            self.exit_info = ExitInfo(signal_number=-code)
-        else:
-            raised = self.raised_message is not None
-            message = self.raised_message or self.boot_message
-            self.exit_info = ExitInfo(exit_code=code, raised=raised, message=message)
-        return self.exit_info
+            return ExitInfo(signal_number=-code)
+        message = self.raised_message or self.boot_message
+        return ExitInfo(exit_code=code, raised=self.raised_message is not None, message=message)
 
     def _send(self, command: ControlCommand) -> None:
         with contextlib.suppress(OSError, ValueError):  # dead or closed: the sentinel says so
@@ -227,13 +226,13 @@ class ThreadWorker(WorkerHandle):
         spec: WorkerSpec,
         app: ASGIApp,
         sockets: list[socket.socket],
-        post: Any,
+        post: Callable[[object], None],
         ssl_context: ssl.SSLContext | None,
     ) -> None:
         super().__init__(spec)
         self._post = post
         self._sockets = [sock.dup() for sock in sockets]
-        self._engine = WorkerEngine(spec, app, self._sockets, self._report, ssl_context)
+        self._engine = WorkerEngine(spec, app, self._sockets, post, ssl_context)
         self._thread = threading.Thread(
             target=self._main, name=f"corral-worker-{spec.slot}", daemon=True
         )
@@ -245,9 +244,6 @@ class ThreadWorker(WorkerHandle):
     @property
     def thread_id(self) -> int | None:
         return self._thread.native_id
-
-    def _report(self, message: WorkerMessage) -> None:
-        self._post(message)
 
     def start(self) -> None:
         self._thread.start()

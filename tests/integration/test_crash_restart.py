@@ -6,7 +6,6 @@ import concurrent.futures
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,9 +60,7 @@ def test_budget_exhaustion_degrades_and_traffic_moves_to_survivors(
         "--workers", "2", "--mode", mode, "--max-restarts", "2", "--backoff-base", "0.05"
     )
     server.wait_ready(2)
-    for generation in (1, 2, 3):
-        server.wait_event("ready", slot=0, generation=generation)
-        server.crash_slot(mode, 0)
+    server.crash_generations(mode, 0, 3)
     exhausted = server.wait_event("budget_exhausted", slot=0)[0]
     assert exhausted["budget_remaining"] == 0
     assert len(server.events("crash", slot=0)) == 3
@@ -84,9 +81,7 @@ def test_on_exhausted_exit_drains_and_exits_with_distinct_code(
         "--workers", "2", "--mode", mode, "--max-restarts", "1", "--on-exhausted", "exit"
     )
     server.wait_ready(2)
-    for generation in (1, 2):
-        server.wait_event("ready", slot=0, generation=generation)
-        server.crash_slot(mode, 0)
+    server.crash_generations(mode, 0, 2)
     assert server.wait_exit(30) == ExitCode.BUDGET_EXHAUSTED
     assert server.events("drain_end", slot=1), "the healthy worker was drained, not killed"
     assert server.events("supervisor_stop")[0]["message"] == "exit code 6"
@@ -97,9 +92,7 @@ def test_every_slot_exhausted_after_serving_exits_nonzero(
 ) -> None:
     server = corral("--workers", "1", "--mode", "process", "--max-restarts", "1")
     server.wait_ready(1)
-    for generation in (1, 2):
-        server.wait_event("ready", slot=0, generation=generation)
-        server.crash_slot("process", 0)
+    server.crash_generations("process", 0, 2)
     assert server.wait_exit(30) == ExitCode.ALL_EXHAUSTED
 
 
@@ -107,14 +100,7 @@ def test_restart_history_survives_new_handles(corral: Callable[..., CorralProces
     """pounce reset history with each fresh handle and restarted forever; corral must not."""
     server = corral("--workers", "1", "--mode", "process", "--max-restarts", "3")
     server.wait_ready(1)
-    deadline = time.monotonic() + 60
-    generation = 1
-    while server.proc.poll() is None and time.monotonic() < deadline:
-        server.wait_event("ready", slot=0, generation=generation)
-        server.crash_slot("process", 0)
-        generation += 1
-        if generation > 4:
-            break
+    server.crash_generations("process", 0, 4)
     assert server.wait_exit(30) == ExitCode.ALL_EXHAUSTED
     assert len(server.events("spawn")) == 4
     assert [e["budget_remaining"] for e in server.events("respawn")] == [2, 1, 0]

@@ -171,9 +171,7 @@ def test_reload_revives_exhausted_slots_with_a_fresh_budget(
 ) -> None:
     server = corral("--workers", "2", "--mode", mode, "--max-restarts", "1")
     server.wait_ready(2)
-    for generation in (1, 2):
-        server.wait_event("ready", slot=0, generation=generation)
-        server.crash_slot(mode, 0)
+    server.crash_generations(mode, 0, 2)
     server.wait_event("budget_exhausted", slot=0)
     server.send(signal.SIGHUP)
     server.wait_event("ready", slot=0, generation=3)
