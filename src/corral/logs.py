@@ -46,7 +46,7 @@ def _uvicorn_access_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> 
     return event_dict
 
 
-_MACHINE_FIELDS = ("lifecycle", "wall_time", "monotonic", "seq")
+_MACHINE_FIELDS = ("lifecycle", "wall_time", "monotonic", "seq", "trace_id", "span_id")
 
 
 def _drop_machine_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

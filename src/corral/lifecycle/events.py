@@ -72,6 +72,10 @@ class LifecycleEvent:
     duration: float | None = None
     workers: int | None = None
     message: str | None = None
+    # Stamped by the tracing sink before any other sink sees the event, so the
+    # log line, the metric exemplar and /events all name the same span.
+    trace_id: str | None = None
+    span_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Flat JSON-ready view; unset optional fields are left out."""
