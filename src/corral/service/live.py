@@ -1,0 +1,109 @@
+"""The real ``ServiceSources``: the side port's view of a running supervisor.
+
+Everything here reads snapshots taken under the owners' locks
+(``Supervisor.status()``, ``LifecycleCollector.recent()``, the metrics
+registry), so the side port's thread never touches supervision state
+directly and never waits on a worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from corral.lifecycle.collector import LifecycleCollector
+from corral.lifecycle.feed import EventFeed
+from corral.metrics import CorralMetrics, FleetView, SlotView
+from corral.service.sources import (
+    EventCallback,
+    MetricsPayload,
+    Readiness,
+    Unsubscribe,
+)
+from corral.supervisor import Phase, Supervisor
+from corral.tracing import RecentSpans
+
+# How long /healthz waits for the supervision loop to answer a ping.
+PING_TIMEOUT_SECONDS = 1.0
+
+
+def fleet_view(supervisor: Supervisor) -> FleetView:
+    rows = supervisor.status()
+    return FleetView(
+        desired=supervisor.worker_count,
+        slots=[
+            SlotView(
+                slot=row.slot,
+                state=row.state,
+                pid=row.pid,
+                thread_id=row.thread_id,
+                started_at=row.started_at,
+                budget_remaining=row.budget_remaining,
+            )
+            for row in rows
+        ],
+    )
+
+
+class LiveSources:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        collector: LifecycleCollector,
+        metrics: CorralMetrics,
+        feed: EventFeed,
+        *,
+        spans: RecentSpans | None,
+        min_ready: int | None,
+    ) -> None:
+        self._supervisor = supervisor
+        self._collector = collector
+        self._metrics = metrics
+        self._feed = feed
+        self._spans = spans
+        self._min_ready = min_ready
+
+    def metrics(self, accept: str | None) -> MetricsPayload:
+        body, content_type = self._metrics.expose(accept)
+        return MetricsPayload(body, content_type)
+
+    def healthy(self) -> bool:
+        return self._supervisor.ping(PING_TIMEOUT_SECONDS)
+
+    def readiness(self) -> Readiness:
+        phase = self._supervisor.phase
+        rows = self._supervisor.status()
+        ready = sum(1 for row in rows if row.state == "ready")
+        serviceable = sum(1 for row in rows if row.state != "exhausted")
+        required = self._min_ready if self._min_ready is not None else max(1, serviceable)
+        if phase is not Phase.RUNNING:
+            return Readiness(False, f"supervisor is {phase.value}", ready, required)
+        if ready < required:
+            return Readiness(
+                False, f"{ready} of {required} required workers ready", ready, required
+            )
+        return Readiness(True, f"{ready} workers ready", ready, required)
+
+    def workers(self) -> dict[str, Any]:
+        decision = self._supervisor.mode_decision
+        return {
+            "mode": decision.mode.value,
+            "gil_enabled": decision.gil_enabled,
+            "phase": self._supervisor.phase.value,
+            "desired": self._supervisor.worker_count,
+            "workers": [_row(asdict(row)) for row in self._supervisor.status()],
+        }
+
+    def events(self, since: int) -> list[dict[str, Any]]:
+        return [event.as_dict() for event in self._collector.recent(since)]
+
+    def subscribe(self, callback: EventCallback) -> Unsubscribe:
+        return self._feed.subscribe(callback)
+
+    def traces(self) -> list[dict[str, Any]]:
+        return self._spans.snapshot() if self._spans is not None else []
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    row.pop("mode", None)  # said once at the top level
+    return row
