@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_WORKERS ?= 4
 
-.PHONY: help venv lint test unit integration demo bench clean
+.PHONY: help venv system-packages lint test unit integration demo bench clean
 
 help:
 	@echo "make demo   - run corral on examples/hello.py with $(DEMO_WORKERS) workers"
@@ -25,21 +25,26 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# promtool and chromium, through apt-get when they are missing.
+system-packages:
+	@bash scripts/system-packages.sh
+
 lint: venv
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy
 
-test: lint
+test: lint system-packages
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv
+integration: venv system-packages
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 demo: venv
+	@echo "corral demo: app on http://127.0.0.1:8000, status page and /metrics on http://127.0.0.1:9180"
 	$(BIN)/corral run examples.hello:app --workers $(DEMO_WORKERS) --log-format console
 
 bench: venv

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 Event = dict[str, Any]
@@ -49,6 +50,8 @@ class CorralProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.base_url = ""
+        self.metrics_url = ""
+        self.stats_dir = ""
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -115,6 +118,8 @@ class CorralProcess:
         """Wait for the listening line and ``workers`` ready events."""
         listening = self.wait_for(lambda r: r.get("event") == "corral listening", timeout)[0]
         self.base_url = listening["urls"][0]
+        self.metrics_url = listening.get("metrics_url") or ""
+        self.stats_dir = listening.get("request_stats_dir") or ""
         self.wait_event("ready", timeout=timeout, count=workers)
 
     # --- Acting on it -----------------------------------------------------------
@@ -130,6 +135,16 @@ class CorralProcess:
         """One request on a fresh connection."""
         return httpx.get(self.base_url + path, timeout=timeout, headers={"connection": "close"})
 
+    def side(self, path: str, timeout: float = 10.0, **kwargs: Any) -> httpx.Response:
+        """A request to the side port (metrics, health, workers, events)."""
+        assert self.metrics_url, "call wait_ready first; is the side port on?"
+        return httpx.get(self.metrics_url + path, timeout=timeout, **kwargs)
+
+    def scrape(self) -> Metrics:
+        reply = self.side("/metrics")
+        assert reply.status_code == 200, reply.text
+        return Metrics(reply.text)
+
     def crash_slot(self, mode: str, slot: int) -> None:
         """Kill ``slot``'s current worker the way a real failure would.
 
@@ -140,14 +155,21 @@ class CorralProcess:
         if mode == "process":
             os.kill(self.live_pids()[slot], signal.SIGKILL)
             return
+        crashed_before = len(self.events("crash", slot=slot))
         for _ in range(200):
             try:
                 reply = httpx.get(f"{self.base_url}/crash?slot={slot}", timeout=3)
             except httpx.HTTPError:
-                return  # the loop died under the request: that is the crash
-            if reply.status_code != 409:
+                pass  # the loop died under the request: but whose loop?
+            else:
+                if reply.status_code == 409:
+                    continue
+            # A connection can be accepted by *another* worker that is dying
+            # at the same moment, so only the slot's own crash event counts.
+            with contextlib.suppress(AssertionError):
+                self.wait_event("crash", slot=slot, count=crashed_before + 1, timeout=3)
                 return
-        raise AssertionError(f"never reached slot {slot}")
+        raise AssertionError(f"never crashed slot {slot}")
 
     def crash_generations(self, mode: str, slot: int, generations: int) -> None:
         """Crash ``slot`` once it is ready, ``generations`` times in a row, from generation 1."""
@@ -174,16 +196,62 @@ class CorralProcess:
             self.proc.wait(5)
 
 
+class Metrics:
+    """One scrape, parsed with prometheus-client's own parser."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.samples: list[tuple[str, dict[str, str], float]] = [
+            (sample.name, dict(sample.labels), sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        ]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample's value; fails the test if no sample matches exactly one series."""
+        found = self.find(name, **labels)
+        assert len(found) == 1, f"{name}{labels}: {len(found)} matching samples"
+        return found[0][2]
+
+    def sum(self, name: str, **labels: str) -> float:
+        return sum(value for _, _, value in self.find(name, **labels))
+
+    def find(self, name: str, **labels: str) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            sample
+            for sample in self.samples
+            if sample[0] == name and all(sample[1].get(k) == v for k, v in labels.items())
+        ]
+
+    def names(self) -> set[str]:
+        return {name for name, _, _ in self.samples}
+
+
 def _is_event(record: Event, kind: str, fields: dict[str, Any]) -> bool:
     if not record.get("lifecycle") or record.get("event") != kind:
         return False
     return all(record.get(key) == value for key, value in fields.items())
 
 
+def eventually(condition: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
+    """Poll ``condition`` (cheaply, every 20 ms) until it holds, or fail after ``timeout``.
+
+    For state only visible by asking (a scrape, a JSON endpoint); lifecycle
+    events should be awaited with ``wait_event`` instead.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout}s: {what or condition}")
+        time.sleep(0.02)
+
+
 def corral_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
+    # Tests run side by side and never on the default side port (9180).
+    env["CORRAL_METRICS_PORT"] = "0"
     env.update(extra)
     return env
 

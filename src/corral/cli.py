@@ -8,6 +8,9 @@ exactly one name, one default and one help text. This is the one place where
 from __future__ import annotations
 
 import enum
+import json
+import os
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import fields
@@ -18,6 +21,7 @@ import click
 import structlog
 
 from corral import __version__
+from corral import status as status_view
 from corral.appload import load_app
 from corral.config import (
     ExhaustedAction,
@@ -31,10 +35,9 @@ from corral.config import (
     load_config,
 )
 from corral.errors import CorralError, ExitCode
-from corral.lifecycle.collector import LifecycleCollector
-from corral.lifecycle.log_sink import StructlogSink
 from corral.listeners import close_listeners, create_listeners, describe, load_tls
 from corral.logs import configure_logging
+from corral.observability import Observability
 from corral.runtime import WorkerMode, decide_mode
 from corral.supervisor import Supervisor
 
@@ -44,7 +47,13 @@ _CHOICES: dict[str, list[str]] = {
     "LogFormat": [f.value for f in LogFormat],
     "Lifespan": [x.value for x in Lifespan],
 }
-_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "str | None": str}
+_TYPES: dict[str, Any] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "str | None": str,
+    "int | None": int,
+}
 
 
 def _shown_default(name: str) -> str:
@@ -127,25 +136,43 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
     try:
         app = load_app(app_path)
         tls = load_tls(config)
-        sockets = create_listeners(config)
+        observability = Observability(config, os.environ)
     except CorralError as exc:
         _fail(exc)
-    collector = LifecycleCollector([StructlogSink()])
+    sockets: list[socket.socket] = []
     try:
-        supervisor = Supervisor(config, app, lifecycle_collector=collector, app_path=app_path)
+        sockets = create_listeners(config)
+        supervisor = Supervisor(
+            config,
+            app,
+            lifecycle_collector=observability.collector,
+            app_path=app_path,
+            request_stats=observability.request_stats,
+        )
+        observability.attach(supervisor)
     except CorralError as exc:
         close_listeners(sockets)
+        observability.close()
         _fail(exc)
+    side_port = observability.side_port
     log.info(
         "corral listening",
         urls=[describe(sock, tls=tls is not None) for sock in sockets],
+        metrics_url=side_port.url if side_port else None,
         workers=config.workers,
         mode=supervisor.mode.value,
         mode_reason=supervisor.mode_decision.reason,
         config_file=str(loaded.file) if loaded.file else None,
+        request_stats_dir=str(observability.request_stats.directory)
+        if observability.request_stats
+        else None,
         version=__version__,
     )
-    return supervisor.run(sockets)
+    observability.start()
+    try:
+        return supervisor.run(sockets)
+    finally:
+        observability.close()
 
 
 @cli.command()
@@ -175,6 +202,41 @@ def check(app_path: str, config_file: Path | None, app_dir: str, mode: str | Non
     )
     source = str(loaded.file) if loaded.file else "defaults, flags and CORRAL_* variables"
     click.echo(f"config: {source}; {config.workers} worker(s)")
+
+
+@cli.command()
+@click.option(
+    "--url",
+    default=None,
+    help=f"Side port to ask.  [default: $CORRAL_STATUS_URL or {status_view.DEFAULT_URL}]",
+)
+@click.option(
+    "--token",
+    default=None,
+    envvar="CORRAL_METRICS_TOKEN",
+    help="Bearer token for the side port.  [default: $CORRAL_METRICS_TOKEN]",
+)
+@click.option(
+    "--cacert",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA bundle that signed an https side port's certificate.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw /workers JSON.")
+def status(url: str | None, token: str | None, cacert: str | None, as_json: bool) -> None:
+    """Show the worker table; exit 0 when corral is ready, 1 when not (a health command)."""
+    target = url or os.environ.get("CORRAL_STATUS_URL") or status_view.DEFAULT_URL
+    try:
+        report = status_view.fetch(target, token, cacert)
+    except status_view.StatusError as exc:
+        click.echo(f"corral: error: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({**report.workers, "ready": report.ready, "reason": report.reason}))
+    else:
+        for line in status_view.render(report):
+            click.echo(line)
+    sys.exit(0 if report.ready else 1)
 
 
 def _yes(flag: bool) -> str:

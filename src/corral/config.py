@@ -94,6 +94,41 @@ class ServerConfig:
     )
     ssl_certfile: str | None = field(default=None, metadata=_doc("TLS certificate (PEM) path."))
     ssl_keyfile: str | None = field(default=None, metadata=_doc("TLS private key (PEM) path."))
+    # --- The side port: metrics, health, readiness, status -----------------
+    metrics: bool = field(
+        default=True,
+        metadata=_doc("Serve the side port: /metrics, /healthz, /readyz, /workers, /events."),
+    )
+    metrics_host: str = field(
+        default="127.0.0.1",
+        metadata=_doc("Address of the side port. Keep it private unless it has auth."),
+    )
+    metrics_port: int = field(
+        default=9180, metadata=_doc("TCP port of the side port; 0 picks a free one.")
+    )
+    # repr=False: the token must never reach a log line or a traceback.
+    metrics_token: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_doc(
+            "Bearer token the side port requires. Prefer CORRAL_METRICS_TOKEN: flags show up in ps."
+        ),
+    )
+    metrics_web_config: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Web config YAML for the side port (exporter-toolkit style): "
+            "tls_server_config and basic_auth_users."
+        ),
+    )
+    min_ready: int | None = field(
+        default=None,
+        metadata=_doc("Ready workers /readyz needs. Default: every slot that is not exhausted."),
+    )
+    request_metrics: bool = field(
+        default=True,
+        metadata=_doc("Count requests per worker slot (corral_http_* metrics)."),
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -124,6 +159,22 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("backlog must be positive and timeout_keep_alive not negative")
     if (cfg.ssl_certfile is None) != (cfg.ssl_keyfile is None):
         raise ConfigError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    _validate_side_port(cfg)
+
+
+def _validate_side_port(cfg: ServerConfig) -> None:
+    if not 0 <= cfg.metrics_port <= 65535:
+        raise ConfigError(
+            f"metrics_port must be 0-65535 (got {cfg.metrics_port}); use 0 to pick a free port"
+        )
+    if cfg.metrics and cfg.port != 0 and cfg.port == cfg.metrics_port and cfg.uds is None:
+        raise ConfigError(
+            f"the app and the side port both want port {cfg.port}; pass a different --metrics-port"
+        )
+    if cfg.min_ready is not None and cfg.min_ready < 1:
+        raise ConfigError(f"min_ready must be at least 1 (got {cfg.min_ready})")
+    if cfg.metrics_token is not None and not cfg.metrics_token.strip():
+        raise ConfigError("metrics_token is empty; set a real token or unset it")
 
 
 # --- Turning raw values from any source into typed field values -----------
@@ -142,6 +193,10 @@ def _parse_bool(raw: object) -> bool:
 
 def _parse_optional_str(raw: object) -> str | None:
     return None if raw is None or raw == "" else str(raw)
+
+
+def _parse_optional_int(raw: object) -> int | None:
+    return None if raw is None or raw == "" else _int(raw)
 
 
 def _parse_mode(raw: object) -> WorkerMode | None:
@@ -176,6 +231,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "str": str,
     "bool": _parse_bool,
     "str | None": _parse_optional_str,
+    "int | None": _parse_optional_int,
     "WorkerMode | None": _parse_mode,
     "ExhaustedAction": _enum_parser(ExhaustedAction),
     "LogFormat": _enum_parser(LogFormat),

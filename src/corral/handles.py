@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from corral.appload import ASGIApp
+from corral.request_stats import StatsLease
 from corral.worker import (
     ControlCommand,
     WorkerEngine,
@@ -75,6 +76,12 @@ class WorkerHandle(abc.ABC):
         self.stop_requested = False
         self.drain_started: float | None = None
         self.forced = False
+        # Escalation deadlines (monotonic), set by the supervisor as a drain
+        # overruns: force the stop, then SIGKILL, then give up waiting.
+        self.stats_lease: StatsLease | None = None  # its request-metrics block, if any
+        self.force_at: float | None = None
+        self.kill_at: float | None = None
+        self.abandon_at: float | None = None
         self.exit_info: ExitInfo | None = None
         self.boot_message: str | None = None  # BootFailed, from a process worker
         self.raised_message: str | None = None  # Raised, from a process worker

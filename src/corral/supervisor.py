@@ -56,6 +56,7 @@ from corral.policy import (
     classify_exit,
     escalate,
 )
+from corral.request_stats import RequestStatsPool
 from corral.runtime import ModeDecision, WorkerMode, decide_mode
 from corral.worker import BootFailed, Raised, Ready, WorkerSpec
 
@@ -105,6 +106,13 @@ class WorkerStatus:
     restarts_in_window: int
     budget_remaining: int
     last_exit: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ping:
+    """A liveness probe: the loop sets ``answered`` when it takes this from the mailbox."""
+
+    answered: threading.Event
 
 
 class _Slot:
@@ -178,6 +186,7 @@ class Supervisor:
         ssl_context: ssl.SSLContext | None = None,
         lifecycle_collector: LifecycleCollector | None = None,
         app_path: str | None = None,
+        request_stats: RequestStatsPool | None = None,
     ) -> None:
         self.config = config
         self._app = app
@@ -191,6 +200,8 @@ class Supervisor:
         if self._decision.mode is WorkerMode.PROCESS and ssl_context is not None:
             raise ConfigError("an SSLContext cannot cross into worker processes; set ssl_certfile")
         self._collector = lifecycle_collector or LifecycleCollector()
+        self._request_stats = request_stats
+        self._loop_thread: threading.Thread | None = None
         self._policy = RestartPolicy.from_config(config)
         self._lock = threading.RLock()
         self._mailbox = _Mailbox()
@@ -201,9 +212,6 @@ class Supervisor:
         self._exit_code = ExitCode.OK
         self._any_ready = False
         self._sockets: list[socket.socket] = []
-        self._drain_deadline: float | None = None
-        self._kill_deadline: float | None = None
-        self._abandon_deadline: float | None = None
         self._roll: deque[int] = deque()
         self._roll_again = False
         self._sigints = 0
@@ -242,6 +250,24 @@ class Supervisor:
         for _ in range(abs(delta)):
             self._mailbox.post(command)
 
+    @property
+    def phase(self) -> Phase:
+        with self._lock:
+            return self._phase
+
+    def ping(self, timeout: float = 1.0) -> bool:
+        """Whether the supervision loop is alive and answers within ``timeout`` seconds.
+
+        Liveness is proved by a round trip through the mailbox, not by a
+        heartbeat, so an idle supervisor still does no work at all.
+        """
+        thread = self._loop_thread
+        if thread is None or not thread.is_alive() or self.phase is Phase.DONE:
+            return False
+        answered = threading.Event()
+        self._mailbox.post(_Ping(answered))
+        return answered.wait(timeout)
+
     def status(self) -> list[WorkerStatus]:
         """A consistent snapshot of every slot, safe to call from any thread."""
         with self._lock:
@@ -266,6 +292,7 @@ class Supervisor:
     def run(self, sockets: list[socket.socket]) -> ExitCode:
         """Supervise until shutdown completes; returns the exit code corral should use."""
         self._sockets = list(sockets)
+        self._loop_thread = threading.current_thread()
         self._selector.register(self._mailbox.reader, selectors.EVENT_READ, self._on_mailbox)
         restore_signals = self._install_signals()
         try:
@@ -304,9 +331,8 @@ class Supervisor:
     def _timeout(self) -> float | None:
         with self._lock:
             deadlines = [s.respawn_at for s in self._slots.values() if s.respawn_at is not None]
-            for deadline in (self._drain_deadline, self._kill_deadline, self._abandon_deadline):
-                if deadline is not None:
-                    deadlines.append(deadline)
+            for handle in self._live():
+                deadlines.extend(_escalation_deadlines(handle))
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -316,15 +342,8 @@ class Supervisor:
             if slot.respawn_at is not None and slot.respawn_at <= now:
                 slot.respawn_at = None
                 slot.worker = self._spawn(slot)
-        if self._drain_deadline is not None and now >= self._drain_deadline:
-            self._drain_deadline = None
-            self._force_all()
-        if self._kill_deadline is not None and now >= self._kill_deadline:
-            self._kill_deadline = None
-            self._kill_all()
-        if self._abandon_deadline is not None and now >= self._abandon_deadline:
-            self._abandon_deadline = None
-            self._abandon_all()
+        for handle in self._live():
+            self._escalate(handle, now)
 
     def _live(self) -> list[WorkerHandle]:
         return [
@@ -348,7 +367,15 @@ class Supervisor:
     def _spawn(self, slot: _Slot, *, replacement: bool = False) -> WorkerHandle:
         """Start the slot's next incarnation; a rolling ``replacement`` leaves its state alone."""
         slot.generation += 1
-        spec = WorkerSpec(slot.index, slot.generation, self.mode, self.config, self._app_path)
+        lease = self._request_stats.acquire(slot.index) if self._request_stats else None
+        spec = WorkerSpec(
+            slot.index,
+            slot.generation,
+            self.mode,
+            self.config,
+            self._app_path,
+            stats_path=lease.path if lease else None,
+        )
         try:
             handle = self._start_worker(spec)
         except (OSError, RuntimeError) as exc:
@@ -358,6 +385,7 @@ class Supervisor:
             handle = StillbornWorker(spec)
             info = ExitInfo(message=f"could not start: {exc}")
             self._mailbox.post(WorkerExited(slot.index, slot.generation, info))
+        handle.stats_lease = lease
         if not replacement:
             slot.state = SlotState.STARTING
         self._emit(EventKind.SPAWN, handle)
@@ -409,6 +437,8 @@ class Supervisor:
         for item in self._mailbox.take():
             if isinstance(item, Command):
                 self._on_command(item)
+            elif isinstance(item, _Ping):
+                item.answered.set()
             elif isinstance(item, WorkerExited):
                 handle = self._find(item.slot, item.generation)
                 if handle is not None and handle.exit_info is None:
@@ -433,7 +463,9 @@ class Supervisor:
             self._begin_shutdown()
         elif command is Command.FORCE:
             self._begin_shutdown()
-            self._force_all()
+            self._phase = Phase.FORCING
+            for handle in self._live():
+                self._force(handle, "forced by operator signal")
         elif command is Command.RESTART:
             self._begin_roll()
         elif command is Command.SCALE_UP:
@@ -509,6 +541,10 @@ class Supervisor:
         self._detach(slot, handle)
         self._unwatch(handle)
         handle.close()
+        if handle.stats_lease is not None and self._request_stats is not None:
+            # Dead (or abandoned): its counts are final. Fold them into the slot.
+            self._request_stats.release(handle.stats_lease)
+            handle.stats_lease = None
 
     def _unwatch(self, handle: WorkerHandle) -> None:
         if isinstance(handle, ProcessWorker):
@@ -596,6 +632,7 @@ class Supervisor:
             return
         handle.stop_requested = True
         handle.drain_started = time.monotonic()
+        handle.force_at = handle.drain_started + self.config.shutdown_timeout
         slot = self._slots[handle.slot]
         if handle is slot.worker:
             slot.state = SlotState.DRAINING
@@ -619,7 +656,6 @@ class Supervisor:
         if self._phase is not Phase.RUNNING:
             return
         self._phase = Phase.DRAINING
-        self._drain_deadline = time.monotonic() + self.config.shutdown_timeout
         # Refuse new connections from this moment: with the supervisor's copy
         # closed here and each worker closing its own as its drain starts, the
         # kernel has no listener left and answers connects with RST.
@@ -632,34 +668,44 @@ class Supervisor:
         for handle in self._live():
             self._drain(handle)
 
-    def _force_all(self) -> None:
-        if self._phase is Phase.FORCING:
+    # --- Escalation: every draining worker, at shutdown or retiring in a roll ---
+
+    def _escalate(self, handle: WorkerHandle, now: float) -> None:
+        """Take the next step for a drain that overran: force, then SIGKILL, then give up."""
+        if handle.force_at is not None and now >= handle.force_at:
+            self._force(handle, "drain timeout exceeded")
+        if handle.kill_at is not None and now >= handle.kill_at:
+            self._kill(handle)
+        if handle.abandon_at is not None and now >= handle.abandon_at:
+            self._abandon(handle)
+
+    def _force(self, handle: WorkerHandle, reason: str) -> None:
+        if handle.forced:
             return
-        self._phase = Phase.FORCING
-        self._drain_deadline = None
-        self._kill_deadline = time.monotonic() + self.config.force_stop_grace
-        for handle in self._live():
-            self._drain(handle)
-            handle.forced = True
-            self._emit(EventKind.FORCE_STOP, handle, message="drain timeout exceeded")
-            handle.force_stop()
+        self._drain(handle)
+        handle.forced = True
+        handle.force_at = None
+        handle.kill_at = time.monotonic() + self.config.force_stop_grace
+        self._emit(EventKind.FORCE_STOP, handle, message=reason)
+        handle.force_stop()
 
-    def _kill_all(self) -> None:
-        """SIGKILL processes that outlived the force-stop; threads get one last grace."""
-        self._abandon_deadline = time.monotonic() + _REAP_GRACE_SECONDS
-        for handle in self._live():
-            if isinstance(handle, ProcessWorker):
-                self._emit(EventKind.FORCE_STOP, handle, message="still running; SIGKILL")
-                handle.kill()
+    def _kill(self, handle: WorkerHandle) -> None:
+        """SIGKILL a process that outlived the force-stop; a thread gets one last grace."""
+        handle.kill_at = None
+        handle.abandon_at = time.monotonic() + _REAP_GRACE_SECONDS
+        if isinstance(handle, ProcessWorker):
+            self._emit(EventKind.FORCE_STOP, handle, message="still running; SIGKILL")
+            handle.kill()
 
-    def _abandon_all(self) -> None:
-        """Give up on workers that ignore even the last resort (a thread stuck in C code)."""
-        for handle in self._live():
-            message = "thread did not exit; abandoned" if handle.thread_id else "not reaped"
-            self._emit(EventKind.FORCE_STOP, handle, message=message)
-            log.error("worker could not be stopped", slot=handle.slot, detail=message)
-            self._on_exit(handle, ExitInfo(message=message))
-        self._phase = Phase.DONE
+    def _abandon(self, handle: WorkerHandle) -> None:
+        """Give up on a worker that ignores even the last resort (a thread stuck in C code)."""
+        handle.abandon_at = None
+        message = "thread did not exit; abandoned" if handle.thread_id else "not reaped"
+        self._emit(EventKind.FORCE_STOP, handle, message=message)
+        log.error("worker could not be stopped", slot=handle.slot, detail=message)
+        # A stuck thread may still count requests: keep its block out of reuse.
+        handle.stats_lease = None
+        self._on_exit(handle, ExitInfo(message=message))
 
     def _kill_leftovers(self) -> None:
         """If ``run`` is unwinding from an error, leave no process behind."""
@@ -781,6 +827,10 @@ _SIGNAL_COMMANDS: dict[signal.Signals, Command] = {
 
 def _ignore_in_python(signum: int, frame: object) -> None:
     """The real handling happens in the loop, from the byte the wake-up fd received."""
+
+
+def _escalation_deadlines(handle: WorkerHandle) -> list[float]:
+    return [t for t in (handle.force_at, handle.kill_at, handle.abandon_at) if t is not None]
 
 
 def _index(slot: _Slot) -> int:

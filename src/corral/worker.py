@@ -29,6 +29,7 @@ from corral.appload import ASGIApp, load_app
 from corral.config import ServerConfig
 from corral.errors import AppImportError
 from corral.logs import configure_logging
+from corral.request_stats import RequestMetricsMiddleware, RequestRecorder, open_recorder
 from corral.runtime import WorkerMode
 
 # How long an orphaned worker (its supervisor died) may spend draining.
@@ -47,6 +48,8 @@ class WorkerSpec:
     mode: WorkerMode
     config: ServerConfig
     app_path: str | None
+    # The shared-memory block this incarnation counts its requests in, if any.
+    stats_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,12 @@ class WorkerEngine:
         uv_config.load()
         if ssl_context is not None:
             uv_config.ssl = ssl_context
+        self._recorder: RequestRecorder | None = None
+        if spec.stats_path is not None:
+            # Wrap what uvicorn loaded, not the raw app: by now an ASGI2 app
+            # has been adapted, so the middleware always sees ASGI3.
+            self._recorder = open_recorder(spec.stats_path)
+            uv_config.loaded_app = RequestMetricsMiddleware(uv_config.loaded_app, self._recorder)
         self._server = _Server(uv_config, self._announce_ready)
 
     def _announce_ready(self) -> None:
@@ -176,7 +185,11 @@ class WorkerEngine:
     def run(self) -> None:
         """Serve until drained or stopped. Raises ``SystemExit`` if lifespan startup fails."""
         _enter_worker(self.spec)
-        self._server.run(sockets=self._sockets)
+        try:
+            self._server.run(sockets=self._sockets)
+        finally:
+            if self._recorder is not None:
+                self._recorder.close()
 
     @property
     def started(self) -> bool:

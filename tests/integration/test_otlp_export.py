@@ -1,0 +1,103 @@
+"""Lifecycle spans reach a real OTLP/HTTP receiver, configured only by ``OTEL_*`` variables.
+
+The receiver is a plain HTTP server on loopback that decodes each
+``ExportTraceServiceRequest`` with the OTLP protobuf definitions, the way a
+collector would.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.conftest import CorralProcess
+
+pytestmark = pytest.mark.integration
+
+
+class _Receiver(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.requests: list[ExportTraceServiceRequest] = []
+        self.paths: list[str] = []
+        self.content_types: list[str] = []
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        with self.server.lock:
+            self.server.requests.append(request)
+            self.server.paths.append(self.path)
+            self.server.content_types.append(self.headers["content-type"])
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[_Receiver]:
+    server = _Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_spans_are_exported_over_otlp_http(
+    corral: Callable[..., CorralProcess], receiver: _Receiver
+) -> None:
+    host, port = receiver.server_address[:2]
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{host!s}:{port}",
+        "OTEL_SERVICE_NAME": "corral-under-test",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    server = corral("--workers", "1", "--mode", "process", env=env)
+    server.wait_ready(1)
+    server.crash_generations("process", slot=0, generations=1)
+    server.wait_event("ready", slot=0, generation=2)
+    server.send(signal.SIGTERM)
+    assert server.wait_exit() == 0  # shutdown flushes the batch processor
+
+    with receiver.lock:
+        requests = list(receiver.requests)
+        assert set(receiver.paths) == {"/v1/traces"}
+        assert set(receiver.content_types) == {"application/x-protobuf"}
+    spans = []
+    for request in requests:
+        for resource_spans in request.resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            assert resource["service.name"] == "corral-under-test"
+            assert resource["service.instance.id"]
+            for scope in resource_spans.scope_spans:
+                spans.extend(scope.spans)
+    names = sorted(span.name for span in spans)
+    logged = server.events()
+    assert len(spans) == len(logged) - len(server.events("drain_start")), "one span per event"
+    for name in ("corral.worker.spawn", "corral.worker.crash", "corral.worker.respawn"):
+        assert name in names
+    by_id = {span.span_id.hex(): span for span in spans}
+    crash_event = server.events("crash")[0]
+    crash = by_id[crash_event["span_id"]]
+    spawn_event = server.events("spawn", generation=1)[0]
+    assert [link.span_id.hex() for link in crash.links] == [spawn_event["span_id"]]
+    attributes = {a.key: a.value for a in crash.attributes}
+    assert attributes["process.pid"].int_value == crash_event["pid"]
+    assert attributes["corral.worker.slot"].int_value == 0
