@@ -366,3 +366,61 @@ def test_tls_files_that_do_not_load(tmp_path: Path) -> None:
 def test_tls_certificate_without_key() -> None:
     result = run_app("examples.hello:app", "--ssl-certfile", "cert.pem")
     assert_one_line_error(result, ExitCode.CONFIG, "--ssl-keyfile")
+
+
+# --- The side port ------------------------------------------------------------------
+
+
+def test_metrics_port_already_in_use() -> None:
+    with listening_socket() as port:
+        result = run_app("examples.hello:app", "--metrics-port", str(port))
+    assert_one_line_error(
+        result, ExitCode.BIND, f"metrics port 127.0.0.1:{port} is already in use", "--no-metrics"
+    )
+
+
+def test_app_and_side_port_on_the_same_port() -> None:
+    result = run_cli("run", "examples.hello:app", "--port", "9555", "--metrics-port", "9555")
+    assert_one_line_error(result, ExitCode.CONFIG, "both want port 9555", "--metrics-port")
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("tls_server_config:\n  cert_file: /nope.pem\n  key_file: /nope.key\n", "does not exist"),
+        ("basic_auth_users:\n  admin: not-a-bcrypt-hash\n", "admin"),
+        ("surprise: 1\n", "surprise"),
+        ("tls_server_config: [unclosed\n", "web config"),
+    ],
+)
+def test_web_config_that_cannot_be_used(tmp_path: Path, content: str, needle: str) -> None:
+    config = tmp_path / "web.yml"
+    config.write_text(content)
+    result = run_app("examples.hello:app", "--metrics-web-config", str(config))
+    assert_one_line_error(result, ExitCode.CONFIG, str(config), needle)
+
+
+def test_unsupported_otel_exporter_settings() -> None:
+    zipkin = run_app("examples.hello:app", env={"OTEL_TRACES_EXPORTER": "zipkin"})
+    assert_one_line_error(zipkin, ExitCode.CONFIG, "OTEL_TRACES_EXPORTER", "otlp, console or none")
+    grpc = run_app(
+        "examples.hello:app",
+        env={"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+    )
+    assert_one_line_error(grpc, ExitCode.CONFIG, "http/protobuf")
+
+
+def test_garbage_on_the_side_port_does_not_disturb_corral(
+    corral: Callable[..., CorralProcess],
+) -> None:
+    server = corral("--workers", "1", "--mode", "thread")
+    server.wait_ready(1)
+    host, port = server.metrics_url.removeprefix("http://").rsplit(":", 1)
+    for payload in (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64, b"\xff" * 512):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(payload)
+            reply = sock.recv(4096)
+        assert reply == b"" or reply.startswith(b"HTTP/1.1 400"), reply[:80]
+    assert server.side("/healthz").status_code == 200
+    assert server.get("/").status_code == 200
+    assert not [line for line in server.lines if "Traceback" in line]
