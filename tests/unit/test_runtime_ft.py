@@ -48,4 +48,7 @@ def test_auto_mode_matches_this_interpreter() -> None:
     else:
         assert decision.mode is WorkerMode.PROCESS
         assert decision.gil_enabled is True
+        assert runtime.gil_enabled() is True
         assert detect_worker_mode() is WorkerMode.PROCESS
+    if not FREE_THREADED_BUILD:
+        assert decision.reason == "this interpreter has a GIL, so workers are processes"
