@@ -142,6 +142,38 @@ class _Server(uvicorn.Server):
         if self.started:
             self._on_ready()
 
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().serve(sockets)
+        finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        """However ``serve`` ended, leave nothing on this loop: stop accepting, see every
+        other task to its end, then close every connection.
+
+        When the loop dies under a worker (the app stopped it, say), ``asyncio.run``
+        cancels the tasks it finds and closes the loop, but this worker's listeners
+        were still accepting during that clean-up: a connection accepted then got a
+        task nobody cancelled, which was left pending on the closed loop until the
+        garbage collector destroyed it, on whichever thread, while its client waited.
+        A dead process's connections are closed by the kernel; a dead thread worker
+        must close its own. On a graceful stop this finds nothing left to do.
+        """
+        for server in getattr(self, "servers", []):
+            server.close()
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        for task in others:
+            if task.cancelling() == 0:  # those cancelled already are finishing up
+                task.cancel()
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.close()
+
 
 class WorkerEngine:
     """One app served on the given sockets; ``drain`` and ``force_stop`` are thread-safe.

@@ -9,13 +9,16 @@ once it has finished.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from examples.chaos import app
 
+from corral.appload import ASGIApp
 from corral.config import ServerConfig
 from corral.listeners import create_listeners
 from corral.runtime import WorkerMode
@@ -27,15 +30,24 @@ JOIN_TIMEOUT = 30.0
 class Harness:
     """One engine on a loopback listener, run on its own thread like a thread worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, served: ASGIApp = app) -> None:
         config = ServerConfig(port=0, workers=1, mode=WorkerMode.THREAD)
         self.listeners = create_listeners(config)
+        self.port: int = self.listeners[0].getsockname()[1]
         spec = WorkerSpec(0, 1, WorkerMode.THREAD, config, None)
         self.ready = threading.Event()
-        self.engine = WorkerEngine(spec, app, [s.dup() for s in self.listeners], self._report)
+        self.engine = WorkerEngine(spec, served, [s.dup() for s in self.listeners], self._report)
         self.ran_on: dict[str, list[int]] = {"drain": [], "force": []}
         self._wrap("_begin_drain", "drain")
         self._wrap("_force", "force")
+        self.loops: list[asyncio.AbstractEventLoop] = []
+        loop_started = self.engine._loop_started
+
+        def record_loop(loop: asyncio.AbstractEventLoop) -> None:
+            self.loops.append(loop)
+            loop_started(loop)
+
+        self.engine._server._on_loop = record_loop
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.outcome: BaseException | None = None
 
@@ -86,8 +98,7 @@ def test_a_drain_before_the_loop_starts_runs_on_the_loop_and_stops_it(harness: H
 def test_drain_and_force_while_serving_run_on_the_loop(harness: Harness) -> None:
     harness.thread.start()
     assert harness.ready.wait(JOIN_TIMEOUT)
-    port = harness.listeners[0].getsockname()[1]
-    idle = socket.create_connection(("127.0.0.1", port))  # an open connection to close
+    idle = socket.create_connection(("127.0.0.1", harness.port))  # an open connection to close
     try:
         harness.engine.drain()
         harness.engine.force_stop()
@@ -108,3 +119,61 @@ def test_requests_after_the_loop_finished_are_dropped(harness: Harness) -> None:
     harness.engine.force_stop()
     assert harness.ran_on["drain"] == [harness.thread.ident], "the late drain did not run"
     assert harness.ran_on["force"] == [], "nor the late force-stop, on any thread"
+
+
+class DyingApp:
+    """An app whose ``/die`` stops the worker's loop, then holds the clean-up open until
+    the test says so, so that a connection can arrive while the loop is dying."""
+
+    def __init__(self) -> None:
+        self.dying = threading.Event()
+        self.proceed = threading.Event()
+        self.late_request_started = threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["path"] == "/die":
+            asyncio.get_running_loop().stop()
+            try:
+                await asyncio.sleep(3600)
+            finally:  # cancelled by the loop's clean-up
+                self.dying.set()
+                await asyncio.get_running_loop().run_in_executor(None, self.proceed.wait, 30)
+        self.late_request_started.set()
+        await asyncio.sleep(3600)
+
+
+def _send_request(port: int, path: str) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port), timeout=30)
+    client.sendall(f"GET {path} HTTP/1.1\r\nhost: test\r\n\r\n".encode())
+    return client
+
+
+def test_a_dying_loop_stops_accepting_and_leaves_no_task_behind() -> None:
+    dying_app = DyingApp()
+    harness = Harness(dying_app)
+    harness.thread.start()
+    try:
+        assert harness.ready.wait(JOIN_TIMEOUT)
+        doomed = _send_request(harness.port, "/die")
+        assert dying_app.dying.wait(JOIN_TIMEOUT)
+        late = _send_request(harness.port, "/late")  # arrives while the loop is dying
+        # It must not be accepted (it stays in the backlog for other workers). This
+        # waits for something that must not happen, so only a bounded time.
+        accepted = dying_app.late_request_started.wait(0.5)
+        dying_app.proceed.set()
+        harness.thread.join(JOIN_TIMEOUT)
+        assert not harness.thread.is_alive()
+        assert not accepted, "the dying worker accepted a new connection"
+        # Nothing was left pending on the closed loop for the garbage collector.
+        assert [t for t in asyncio.all_tasks(harness.loops[0]) if not t.done()] == []
+        assert doomed.recv(1024).startswith(b"HTTP/1.1 500"), "in-flight: answered 500"
+        doomed.close()
+        late.close()
+    finally:
+        dying_app.proceed.set()
+        harness.finish()
