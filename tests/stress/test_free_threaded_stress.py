@@ -323,7 +323,11 @@ def load_run() -> Iterator[LoadRun]:
 
 def _crash_errors(records: list[Event], incarnations: set[tuple[int, int]]) -> int:
     """'Exception in ASGI application' lines from the crashed incarnations: each is a
-    request whose task was cancelled as its worker's loop died, and which got a 500."""
+    request whose task was cancelled as its worker's loop died, and which got a 500.
+
+    The line carries the slot of the thread that logged it. A dying worker finishes
+    its own tasks on its own thread; one left pending for the garbage collector would
+    be logged by whichever thread collected it, and show up here as a healthy slot."""
     count = 0
     for record in records:
         if str(record.get("event", "")).startswith("Exception in ASGI application"):
