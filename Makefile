@@ -9,18 +9,20 @@ PYTEST_ARGS ?=
 DEMO_WORKERS ?= 4
 
 .PHONY: help venv system-packages lint test unit integration demo bench clean
+.PHONY: venv-ft test-ft
 
 help:
 	@echo "make demo   - run corral on examples/hello.py with $(DEMO_WORKERS) workers"
 	@echo "make test   - create/update the venv, lint, and run the whole test suite"
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - measure crash-recovery latency; writes BENCHMARKS.md"
+	@echo "make test-ft - the test suite on a free-threaded CPython (built on first use)"
 
 # Re-install whenever pyproject.toml changes; the stamp records the last install.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -52,3 +54,27 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(FT_VENV)
+
+# --- The free-threaded lane ----------------------------------------------------
+# scripts/free-threaded-python.sh finds or builds a free-threaded CPython
+# (python3.14t/python3.13t on PATH, else a cached build under
+# $${CORRAL_FT_PREFIX:-~/.cache/corral/python3.13t}) and prints its path.
+FT_VENV ?= .venv-ft
+FT_BIN := $(FT_VENV)/bin
+FT_STAMP := $(FT_VENV)/.installed
+
+$(FT_STAMP): pyproject.toml scripts/free-threaded-python.sh
+	@$(FT_BIN)/python -c '' 2>/dev/null \
+		|| { py="$$(scripts/free-threaded-python.sh)" && "$$py" -m venv --clear $(FT_VENV); }
+	$(FT_BIN)/python -m pip install --quiet --upgrade pip
+	$(FT_BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(FT_STAMP)
+
+venv-ft: $(FT_STAMP)
+
+# The GIL must still be off after importing corral and the example apps, and
+# EXPECT_FREE_THREADED makes the suite assert it runs with thread workers.
+test-ft: venv-ft
+	$(FT_BIN)/python scripts/check_gil.py
+	EXPECT_FREE_THREADED=1 $(FT_BIN)/pytest $(PYTEST_ARGS)

@@ -144,20 +144,29 @@ class _Mailbox:
     The lock is re-entrant and ``take`` pops one item at a time, so a signal
     handler that posts while the main thread is inside ``take`` neither
     deadlocks nor loses its item.
+
+    The wake-up byte is written under the lock too, and ``close`` takes it:
+    a worker thread that outlives the supervisor's loop (an abandoned one, or
+    one exiting as ``run`` returns) must never write to the closed socket's
+    file descriptor, which by then may belong to something else. Posts after
+    ``close`` are dropped: nobody is left to read them.
     """
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._items: deque[object] = deque()
+        self._closed = False
         self.reader, self._writer = socket.socketpair()
         self.reader.setblocking(False)
         self._writer.setblocking(False)
 
     def post(self, item: object) -> None:
         with self._lock:
+            if self._closed:
+                return
             self._items.append(item)
-        with contextlib.suppress(BlockingIOError, OSError):
-            self._writer.send(b"\0")  # a full buffer already guarantees a wake-up
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._writer.send(b"\0")  # a full buffer already guarantees a wake-up
 
     def take(self) -> list[object]:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -170,8 +179,10 @@ class _Mailbox:
         return items
 
     def close(self) -> None:
-        self.reader.close()
-        self._writer.close()
+        with self._lock:
+            self._closed = True
+            self.reader.close()
+            self._writer.close()
 
 
 class Supervisor:

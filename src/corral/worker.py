@@ -123,26 +123,74 @@ class ControlCommand(enum.Enum):
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server with signal handling removed and a ready hook added."""
+    """uvicorn's server with signal handling removed and loop-start and ready hooks added."""
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_loop: Callable[[asyncio.AbstractEventLoop], None],
+        on_ready: Callable[[], None],
+    ) -> None:
         super().__init__(config)
+        self._on_loop = on_loop
         self._on_ready = on_ready
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield  # the supervisor owns signals
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        self.loop = asyncio.get_running_loop()
+        self._on_loop(asyncio.get_running_loop())
         await super().startup(sockets)
         if self.started:
             self._on_ready()
 
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().serve(sockets)
+        finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        """However ``serve`` ended, leave nothing on this loop: stop accepting, see every
+        other task to its end, then close every connection.
+
+        When the loop dies under a worker (the app stopped it, say), ``asyncio.run``
+        cancels the tasks it finds and closes the loop, but this worker's listeners
+        were still accepting during that clean-up: a connection accepted then got a
+        task nobody cancelled, which was left pending on the closed loop until the
+        garbage collector destroyed it, on whichever thread, while its client waited.
+        A dead process's connections are closed by the kernel; a dead thread worker
+        must close its own. On a graceful stop this finds nothing left to do.
+        """
+        for server in getattr(self, "servers", []):
+            server.close()
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        for task in others:
+            if task.cancelling() == 0:  # those cancelled already are finishing up
+                task.cancel()
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.close()
+
 
 class WorkerEngine:
-    """One app served on the given sockets; ``drain`` and ``force_stop`` are thread-safe."""
+    """One app served on the given sockets; ``drain`` and ``force_stop`` are thread-safe.
+
+    Everything that touches the uvicorn server runs on the worker's own event
+    loop thread: asyncio objects are not thread-safe, with or without a GIL.
+    ``drain`` and ``force_stop`` may come from any thread (the supervisor, a
+    process worker's control thread, a signal handler) at any point of the
+    worker's life, so the engine keeps, under ``_control_lock``, which stage
+    its loop is at: not started yet (the request is kept and run first thing
+    once the loop starts), running (handed over with
+    ``call_soon_threadsafe``), or finished (nothing left to stop; the worker
+    is exiting and its supervisor will hear so).
+    """
 
     def __init__(
         self,
@@ -176,7 +224,13 @@ class WorkerEngine:
             # has been adapted, so the middleware always sees ASGI3.
             self._recorder = open_recorder(spec.stats_path)
             uv_config.loaded_app = RequestMetricsMiddleware(uv_config.loaded_app, self._recorder)
-        self._server = _Server(uv_config, self._announce_ready)
+        self._server = _Server(uv_config, self._loop_started, self._announce_ready)
+        # Re-entrant: in a process worker, the SIGTERM handler calls ``drain``
+        # on the loop's own thread, possibly while that thread holds the lock.
+        self._control_lock = threading.RLock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_finished = False
+        self._pending: list[Callable[[], None]] = []
 
     def _announce_ready(self) -> None:
         spec = self.spec
@@ -190,18 +244,33 @@ class WorkerEngine:
         finally:
             if self._recorder is not None:
                 self._recorder.close()
+            with self._control_lock:
+                self._loop = None
+                self._loop_finished = True
 
     @property
     def started(self) -> bool:
         return self._server.started
 
-    def _call_in_loop(self, fn: Callable[[], None]) -> None:
-        loop = self._server.loop
-        if loop is None or loop.is_closed():
+    def _loop_started(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop's thread, before lifespan startup: run what arrived before it."""
+        with self._control_lock:
+            self._loop = loop
+            pending, self._pending = self._pending, []
+        for fn in pending:
             fn()
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed in between: nothing to stop
-            loop.call_soon_threadsafe(fn)
+
+    def _call_in_loop(self, fn: Callable[[], None]) -> None:
+        with self._control_lock:
+            if self._loop_finished:
+                return
+            if self._loop is None:
+                self._pending.append(fn)
+                return
+            # The loop may have closed after serve() returned and before run()
+            # marked it finished: then there is nothing left to stop.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(fn)
 
     def drain(self) -> None:
         """Stop accepting, finish in-flight requests, run lifespan shutdown, return from ``run``."""
@@ -227,10 +296,8 @@ class WorkerEngine:
             transport = getattr(connection, "transport", None)
             if transport is not None:
                 transport.close()
-        loop = server.loop
-        if loop is not None and loop.is_running():
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
+        for task in asyncio.all_tasks():  # only ever called on the loop's thread
+            task.cancel()
 
 
 # --- Process-mode entry point --------------------------------------------------

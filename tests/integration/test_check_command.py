@@ -39,16 +39,27 @@ def report(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
 def test_check_reports_the_automatic_mode_and_why() -> None:
     fields = report(run_check("examples.hello:app"))
     assert fields["app"] == "app:    examples.hello:app (function)"
-    if FREE_THREADED_BUILD:
-        assert fields["mode"].startswith(("mode:   thread (", "mode:   process (")), fields
-        assert "free-threaded build" in fields["mode"], fields
-        assert "free-threaded build: yes" in fields["python"], fields
+    if FREE_THREADED_BUILD:  # nothing examples.hello imports may turn the GIL back on
+        assert fields["mode"] == "mode:   thread (free-threaded build, GIL disabled)", fields
+        assert "free-threaded build: yes, GIL enabled now: no" in fields["python"], fields
     else:
         assert fields["mode"] == (
             "mode:   process (this interpreter has a GIL, so workers are processes)"
         )
         assert "free-threaded build: no, GIL enabled now: yes" in fields["python"], fields
     assert fields["python"].startswith(f"python: {sys.version.split()[0]} ("), fields
+
+
+@pytest.mark.skipif(
+    not FREE_THREADED_BUILD, reason="PYTHON_GIL only exists on free-threaded builds"
+)
+def test_check_on_a_free_threaded_build_with_the_gil_forced_on() -> None:
+    result = run_cli("check", "examples.hello:app", env={"PYTHON_GIL": "1"})
+    fields = report(result)
+    assert fields["mode"] == (
+        "mode:   process (free-threaded build, but the GIL was re-enabled after importing the app)"
+    ), fields
+    assert "free-threaded build: yes, GIL enabled now: yes" in fields["python"], fields
 
 
 @pytest.mark.parametrize("mode", ["thread", "process"])

@@ -60,20 +60,6 @@ def test_decide_mode_override_wins_on_free_threaded_build(
     )
 
 
-@pytest.mark.skipif(
-    bool(sysconfig.get_config_var("Py_GIL_DISABLED")), reason="needs a build with a GIL"
-)
-def test_auto_on_this_gil_build_is_process() -> None:
-    decision = decide_mode(None)
-    assert decision.mode is WorkerMode.PROCESS
-    assert "GIL" in decision.reason
-    assert decision.free_threaded_build is False
-    assert decision.gil_enabled is True
-    assert detect_worker_mode() is WorkerMode.PROCESS
-    assert runtime.is_free_threaded_build() is False
-    assert runtime.gil_enabled() is True
-
-
 def test_gil_build_without_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_build(monkeypatch, free_threaded=False, gil=True)
     monkeypatch.delattr(sys, "_is_gil_enabled")
