@@ -28,9 +28,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client.parser import text_string_to_metric_families
 
 from corral.lifecycle import EventKind, LifecycleCollector, LifecycleEvent
-from corral.runtime import WorkerMode
+from corral.lifecycle.metrics_sink import PrometheusSink
+from corral.lifecycle.trace_sink import TraceSink
+from corral.metrics import CorralMetrics
+from corral.runtime import ModeDecision, WorkerMode
+from corral.tracing import RecentSpans
 from tests.conftest import ROOT, CorralProcess, Event, corral_env
 
 # --- The collector under concurrent emitters -------------------------------------------------
@@ -389,3 +395,63 @@ def test_each_injected_crash_is_one_crash_event_and_one_respawn(load_run: LoadRu
     assert unexpected == []
     failed_loops = [r for r in server.records if r.get("event") == "worker loop failed"]
     assert len(failed_loops) == crashes
+
+
+# --- The same concurrency, through the real metrics and tracing sinks ---------------------------
+
+
+def test_concurrent_emits_reach_prometheus_and_spans_exactly() -> None:
+    """Prometheus counters and the span ring see every concurrent event exactly once."""
+    for _ in range(ROUNDS):
+        metrics = CorralMetrics(
+            ModeDecision(WorkerMode.THREAD, "stress", free_threaded_build=True, gil_enabled=False)
+        )
+        spans = RecentSpans(limit=TOTAL_EVENTS)
+        provider = TracerProvider()
+        provider.add_span_processor(spans)
+        collector = LifecycleCollector(
+            [PrometheusSink(metrics)], tracer=TraceSink(provider), history=TOTAL_EVENTS
+        )
+
+        outcome = _emit_concurrently(collector)
+
+        assert outcome.errors == []
+        text = metrics.expose(None)[0].decode()
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        assert samples[("corral_lifecycle_events_total", (("kind", "spawn"),))] == TOTAL_EVENTS
+        for slot in range(EMITTERS):
+            key = ("corral_worker_spawns_total", (("slot", str(slot)),))
+            assert samples[key] == EVENTS_PER_EMITTER, slot
+        recorded = spans.snapshot()
+        assert len(recorded) == TOTAL_EVENTS
+        assert len({span["span_id"] for span in recorded}) == TOTAL_EVENTS
+        # Every event in the ring names exactly one of those spans.
+        assert {e.span_id for e in collector.recent()} == {s["span_id"] for s in recorded}
+        assert collector.sink_errors() == {}
+        provider.shutdown()
+
+
+@pytest.mark.integration
+def test_request_metrics_under_load_match_what_the_clients_saw(load_run: LoadRun) -> None:
+    """Eight threads counting into their own blocks, read by the scrape thread: exact."""
+    outcome = load_run.outcome
+    metrics = load_run.server.scrape()
+    ok = metrics.sum("corral_http_requests_total", status_class="2xx")
+    assert ok == len(outcome.ok), "every 200 a client received was counted once"
+    total = metrics.sum("corral_http_requests_total")
+    # The crash injections' retries were answered 409 by other slots; leave them out.
+    counted = total - metrics.sum("corral_http_requests_total", status_class="4xx")
+    answered = sum(outcome.statuses.values()) + sum(
+        1 for reply in outcome.crash_replies if isinstance(reply, int)
+    )
+    issued = outcome.issued + len(outcome.crash_replies)
+    # A request the client saw fail may or may not have reached a worker's app.
+    assert answered <= counted <= issued
+    assert metrics.sum("corral_http_requests_in_flight") == 0
+    assert metrics.sum("corral_http_request_duration_seconds_count") == total
+    assert metrics.sum("corral_worker_crashes_total") == len(load_run.crashed_slots)
+    assert metrics.sum("corral_worker_restarts_total") == len(load_run.crashed_slots)
