@@ -29,6 +29,7 @@ import h11
 import httpx
 import pytest
 import structlog
+from structlog.typing import EventDict
 
 from corral.errors import BindError, ConfigError, ExitCode
 from corral.service import ClientAuth, ServiceSettings, SidePort, WebConfig, load_web_config
@@ -44,6 +45,27 @@ Start = Callable[..., SidePort]
 @pytest.fixture
 def fake() -> FakeSources:
     return FakeSources()
+
+
+@pytest.fixture
+def service_logs() -> Iterator[list[EventDict]]:
+    """Every structlog entry from every thread, the side port's included.
+
+    Request it *before* ``serve``, so the capture is in place before a port's
+    thread starts and is removed only after the port has stopped.
+    ``structlog.testing.capture_logs`` is not thread-safe: it empties and
+    refills the configured processor list in place, and a side-port thread
+    logging meanwhile runs a half-emptied chain. Without the GIL that happens:
+    the log call raises and the port's loop dies. Here ``configure`` swaps in
+    a whole new list instead, and back.
+    """
+    capture = structlog.testing.LogCapture()
+    saved = structlog.get_config()
+    structlog.configure(processors=[capture])
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**saved)
 
 
 @pytest.fixture
@@ -394,14 +416,16 @@ def test_bad_since_is_400(serve: Start) -> None:
     assert parse_seq(" 42") is None
 
 
-def test_endpoint_exception_is_500_without_details(serve: Start, fake: FakeSources) -> None:
+def test_endpoint_exception_is_500_without_details(
+    service_logs: list[EventDict], serve: Start, fake: FakeSources
+) -> None:
     fake.fail = {"workers", "metrics", "traces"}
     port = serve()
-    with structlog.testing.capture_logs() as logs:
-        for path in ("/workers", "/metrics", "/debug/traces", "/"):
-            response = httpx.get(port.url + path)
-            assert (response.status_code, response.text) == (500, "internal error"), path
-            _assert_common(response)
+    for path in ("/workers", "/metrics", "/debug/traces", "/"):
+        response = httpx.get(port.url + path)
+        assert (response.status_code, response.text) == (500, "internal error"), path
+        _assert_common(response)
+    logs = list(service_logs)
     failures = [entry for entry in logs if entry["event"] == "service endpoint failed"]
     assert [entry["route"] for entry in failures] == ["/workers", "/metrics", "/debug/traces", "/"]
     assert {entry["error"] for entry in failures} == {"RuntimeError"}
@@ -872,15 +896,17 @@ def test_oversized_head_is_431(serve: Start, size: int) -> None:
     ],
     ids=["tls-hello", "random", "nul", "bad-header", "high-byte"],
 )
-def test_garbage_gets_400_at_once_and_the_port_stays_up(serve: Start, payload: bytes) -> None:
+def test_garbage_gets_400_at_once_and_the_port_stays_up(
+    service_logs: list[EventDict], serve: Start, payload: bytes
+) -> None:
     port = serve()  # default 5 s header timeout: the 400 must not wait for it
-    with structlog.testing.capture_logs() as logs:
-        started = time.monotonic()
-        reply = exchange(port.address, payload)
-        assert time.monotonic() - started < 2
+    started = time.monotonic()
+    reply = exchange(port.address, payload)
+    assert time.monotonic() - started < 2
     assert reply.startswith(b"HTTP/1.1 400 ")
     assert reply.endswith(b"bad request")
-    assert not [entry for entry in logs if entry.get("log_level") in ("error", "critical")]
+    errors = [entry for entry in service_logs if entry.get("log_level") in ("error", "critical")]
+    assert errors == []
     assert httpx.get(port.url + "/healthz").status_code == 200
 
 
