@@ -239,18 +239,32 @@ def test_bearer_token_is_required_when_set(corral: Callable[..., CorralProcess])
 def _make_cert(
     directory: Path, name: str, ca: tuple[Path, Path] | None = None
 ) -> tuple[Path, Path]:
+    """A certificate and key: self-signed, or issued by ``ca``.
+
+    The extensions are the ones Python 3.13's ``create_default_context`` insists
+    on (it verifies with ``VERIFY_X509_STRICT``): a CA must carry ``keyUsage``
+    and a certificate it issues an authority key identifier.
+    """
     cert, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
     if ca is None:
         command = [
             "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
             "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign,cRLSign",
             "-keyout", str(key), "-out", str(cert),
         ]  # fmt: skip
         subprocess.run(command, check=True, capture_output=True, timeout=60)
         return cert, key
     csr = directory / f"{name}.csr"
     extensions = directory / f"{name}.ext"
-    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+    extensions.write_text(
+        "subjectAltName=IP:127.0.0.1\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+        "subjectKeyIdentifier=hash\n"
+    )
     subprocess.run(
         ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
          "-keyout", str(key), "-out", str(csr)],
