@@ -75,6 +75,6 @@ venv-ft: $(FT_STAMP)
 
 # The GIL must still be off after importing corral and the example apps, and
 # EXPECT_FREE_THREADED makes the suite assert it runs with thread workers.
-test-ft: venv-ft
+test-ft: venv-ft system-packages
 	$(FT_BIN)/python scripts/check_gil.py
 	EXPECT_FREE_THREADED=1 $(FT_BIN)/pytest $(PYTEST_ARGS)
