@@ -156,7 +156,8 @@ class CorralProcess:
             os.kill(self.live_pids()[slot], signal.SIGKILL)
             return
         crashed_before = len(self.events("crash", slot=slot))
-        for _ in range(200):
+        # Generous: one shared listener spreads connections very unevenly.
+        for _ in range(2000):
             try:
                 reply = httpx.get(f"{self.base_url}/crash?slot={slot}", timeout=3)
             except httpx.HTTPError:

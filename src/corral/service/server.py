@@ -222,8 +222,10 @@ class SidePort:
         loop.add_reader(self._sock, accept)
         self._loop = loop
         self._stop_requested = stop_requested
-        self._ready.set()
+        # Log before announcing readiness: a logging failure then surfaces as a
+        # start error in start(), instead of killing a port already in use.
         log.info("metrics service listening", url=self.url, tls=self._ssl is not None)
+        self._ready.set()
         try:
             await stop_requested.wait()
         finally:
