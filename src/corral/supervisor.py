@@ -371,7 +371,8 @@ class Supervisor:
         that has uvicorn preloaded, never from this (multi-threaded) process."""
         if self._ctx is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["corral.worker"])
+            # Preloads uvicorn, and makes the forkserver outlive group-wide signals.
+            ctx.set_forkserver_preload(["corral.forkserver_init"])
             self._ctx = ctx
         return self._ctx
 

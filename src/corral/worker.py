@@ -303,7 +303,13 @@ class WorkerEngine:
 # --- Process-mode entry point --------------------------------------------------
 
 
-_IGNORED_IN_WORKERS = (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+_IGNORED_IN_WORKERS = (
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+)
 
 
 def process_main(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -191,3 +193,43 @@ def _start_slow_path(server: CorralProcess, path: str) -> SlowRequest:
     _wait_until_in_flight(server, 1)
     time.sleep(0.2)  # let the worker pick it up and block in it
     return request
+
+
+# --- Group-wide signals --------------------------------------------------------------
+
+
+def _parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def test_the_forkserver_outlives_a_sigterm_meant_for_the_group(
+    corral: Callable[..., CorralProcess],
+) -> None:
+    """Killing the workers' parent (the forkserver) must not look like every worker dying."""
+    server = corral("--workers", "2", "--mode", "process")
+    server.wait_ready(2)
+    forkserver = _parent_pid(server.live_pids()[0])
+    assert forkserver != server.pid
+    os.kill(forkserver, signal.SIGTERM)
+    # A dead forkserver shows up at once, as a crash with exit code 255 for
+    # every worker. Give it a generous moment to show, then check it did not.
+    time.sleep(1.0)
+    assert pid_alive(forkserver)
+    assert server.events("crash") == []
+    assert server.get("/").status_code == 200
+    server.send(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+
+def test_sigterm_to_the_whole_process_group_is_a_clean_drain(
+    corral: Callable[..., CorralProcess],
+) -> None:
+    """systemd's default KillMode and timeout(1) signal the group, workers and forkserver too."""
+    server = corral("--workers", "3", "--mode", "process")
+    server.wait_ready(3)
+    os.killpg(server.pid, signal.SIGTERM)
+    assert server.wait_exit() == 0
+    assert server.events("crash") == []
+    assert server.events("respawn") == []
+    assert [event["exit_code"] for event in server.events("drain_end")] == [0, 0, 0]
