@@ -51,33 +51,21 @@ from corral import __version__
 from corral.lifecycle.events import CrashReason, EventKind
 from corral.request_stats import BUCKETS, RequestStatsPool, SlotRequestStats
 from corral.runtime import ModeDecision
+from corral.supervisor import SlotState, WorkerStatus
 
-# States a slot can be in; mirrors ``supervisor.SlotState`` (kept as strings
-# here so this module does not import the supervisor).
-SLOT_STATES = ("starting", "ready", "draining", "backoff", "exhausted", "stopped")
 # Slot states in which a worker (process or thread) exists.
-ALIVE_STATES = frozenset({"starting", "ready", "draining"})
+ALIVE_STATES = frozenset(s.value for s in (SlotState.STARTING, SlotState.READY, SlotState.DRAINING))
 
 READY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 DRAIN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
 @dataclass(frozen=True, slots=True)
-class SlotView:
-    """What the scrape-time collectors need to know about one slot."""
-
-    slot: int
-    state: str
-    pid: int | None
-    thread_id: int | None
-    started_at: float | None
-    budget_remaining: int
-
-
-@dataclass(frozen=True, slots=True)
 class FleetView:
+    """What the scrape-time collectors read: the desired count and the supervisor's table."""
+
     desired: int
-    slots: Sequence[SlotView]
+    slots: Sequence[WorkerStatus]
 
 
 FleetSource = Callable[[], FleetView]
@@ -227,7 +215,7 @@ class FleetCollector(Collector):
         )
         for row in view.slots:
             label = str(row.slot)
-            for name in SLOT_STATES:
+            for name in (s.value for s in SlotState):
                 state.add_metric([label, name], 1.0 if row.state == name else 0.0)
             if row.started_at is not None:
                 started.add_metric([label], row.started_at)

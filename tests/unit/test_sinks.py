@@ -32,8 +32,9 @@ from corral.lifecycle.feed import EventFeed
 from corral.lifecycle.log_sink import StructlogSink
 from corral.lifecycle.metrics_sink import PrometheusSink
 from corral.lifecycle.trace_sink import TraceSink
-from corral.metrics import CorralMetrics, FleetView, SlotView
+from corral.metrics import CorralMetrics, FleetView
 from corral.runtime import ModeDecision, WorkerMode
+from corral.supervisor import WorkerStatus
 from corral.tracing import RecentSpans, build_tracer_provider, exporter_names, service_resource
 
 DECISION = ModeDecision(WorkerMode.PROCESS, "test", free_threaded_build=False, gil_enabled=True)
@@ -308,14 +309,31 @@ def test_crash_and_restart_counters_carry_their_span_as_an_exemplar(
     assert exemplars[0].labels["span_id"] == crash_event.span_id
 
 
+def row(
+    slot: int, state: str, *, pid: int | None = None, started_at: float | None = None, budget: int
+) -> WorkerStatus:
+    return WorkerStatus(
+        slot=slot,
+        mode="process",
+        pid=pid,
+        thread_id=None,
+        generation=1,
+        state=state,
+        started_at=started_at,
+        restarts_in_window=5 - budget,
+        budget_remaining=budget,
+        last_exit=None,
+    )
+
+
 def test_scrape_time_collectors_read_the_fleet_and_the_sink_errors() -> None:
     metrics = CorralMetrics(DECISION)
     fleet = FleetView(
         desired=3,
         slots=[
-            SlotView(0, "ready", 10, None, time.time() - 5, 5),
-            SlotView(1, "backoff", None, None, None, 2),
-            SlotView(2, "exhausted", None, None, None, 0),
+            row(0, "ready", pid=10, started_at=time.time() - 5, budget=5),
+            row(1, "backoff", budget=2),
+            row(2, "exhausted", budget=0),
         ],
     )
     metrics.add_scrape_collectors(

@@ -13,7 +13,7 @@ from typing import Any
 
 from corral.lifecycle.collector import LifecycleCollector
 from corral.lifecycle.feed import EventFeed
-from corral.metrics import CorralMetrics, FleetView, SlotView
+from corral.metrics import CorralMetrics, FleetView
 from corral.service.sources import (
     EventCallback,
     MetricsPayload,
@@ -28,21 +28,7 @@ PING_TIMEOUT_SECONDS = 1.0
 
 
 def fleet_view(supervisor: Supervisor) -> FleetView:
-    rows = supervisor.status()
-    return FleetView(
-        desired=supervisor.worker_count,
-        slots=[
-            SlotView(
-                slot=row.slot,
-                state=row.state,
-                pid=row.pid,
-                thread_id=row.thread_id,
-                started_at=row.started_at,
-                budget_remaining=row.budget_remaining,
-            )
-            for row in rows
-        ],
-    )
+    return FleetView(desired=supervisor.worker_count, slots=supervisor.status())
 
 
 class LiveSources:
