@@ -64,16 +64,26 @@ def test_health_readiness_and_the_worker_table(
     assert row["last_exit"] is not None
 
 
+def _start_with_long_backoff(corral: Callable[..., CorralProcess], *args: str) -> CorralProcess:
+    """Two ready thread workers whose back-to-back restarts wait 30 s."""
+    server = corral(
+        "--workers", "2", "--mode", "thread", "--backoff-base", "30", "--backoff-cap", "30", *args
+    )  # fmt: skip
+    server.wait_ready(2)
+    return server
+
+
+def _into_backoff(server: CorralProcess, slot: int) -> None:
+    """The first restart is immediate; the second, back to back, waits out the backoff."""
+    server.crash_generations("thread", slot=slot, generations=2)
+    server.wait_event("respawn", slot=slot, count=2)
+
+
 def test_readyz_fails_while_a_slot_is_down_and_healthz_does_not(
     corral: Callable[..., CorralProcess],
 ) -> None:
-    server = corral(
-        "--workers", "2", "--mode", "thread", "--backoff-base", "30", "--backoff-cap", "30"
-    )
-    server.wait_ready(2)
-    # The first restart is immediate; the second, back to back, waits 30 s.
-    server.crash_generations("thread", slot=0, generations=2)
-    server.wait_event("respawn", slot=0, count=2)
+    server = _start_with_long_backoff(corral)
+    _into_backoff(server, slot=0)
     reply = server.side("/readyz")
     assert reply.status_code == 503
     body = reply.json()
@@ -84,13 +94,8 @@ def test_readyz_fails_while_a_slot_is_down_and_healthz_does_not(
 
 
 def test_min_ready_lets_a_degraded_corral_stay_ready(corral: Callable[..., CorralProcess]) -> None:
-    server = corral(
-        "--workers", "2", "--mode", "thread", "--min-ready", "1",
-        "--backoff-base", "30", "--backoff-cap", "30",
-    )  # fmt: skip
-    server.wait_ready(2)
-    server.crash_generations("thread", slot=0, generations=2)
-    server.wait_event("respawn", slot=0, count=2)
+    server = _start_with_long_backoff(corral, "--min-ready", "1")
+    _into_backoff(server, slot=0)
     reply = server.side("/readyz")
     assert reply.status_code == 200, reply.text
     assert reply.json()["required_workers"] == 1
@@ -370,10 +375,7 @@ def test_status_page_renders_the_worker_table_in_a_real_browser(
 def test_corral_status_prints_the_table_and_exits_by_readiness(
     corral: Callable[..., CorralProcess],
 ) -> None:
-    server = corral(
-        "--workers", "2", "--mode", "thread", "--backoff-base", "30", "--backoff-cap", "30"
-    )
-    server.wait_ready(2)
+    server = _start_with_long_backoff(corral)
     ready = run_cli("status", "--url", server.metrics_url)
     assert ready.returncode == 0, ready.stderr
     lines = ready.stdout.splitlines()
@@ -384,8 +386,7 @@ def test_corral_status_prints_the_table_and_exits_by_readiness(
     assert [row.split()[:3] for row in rows] == [["0", "1", "ready"], ["1", "1", "ready"]]
     as_json = run_cli("status", "--url", server.metrics_url, "--json")
     assert json.loads(as_json.stdout)["ready"] is True
-    server.crash_generations("thread", slot=1, generations=2)
-    server.wait_event("respawn", slot=1, count=2)
+    _into_backoff(server, slot=1)
     degraded = run_cli("status", "--url", server.metrics_url)
     assert degraded.returncode == 1
     assert "NOT READY" in degraded.stdout
