@@ -28,6 +28,7 @@ import uvicorn
 from corral.appload import ASGIApp, load_app
 from corral.config import ServerConfig
 from corral.errors import AppImportError
+from corral.http_protocol import with_fresh_connection_grace
 from corral.logs import configure_logging
 from corral.request_stats import RequestMetricsMiddleware, RequestRecorder, open_recorder
 from corral.runtime import WorkerMode
@@ -216,6 +217,7 @@ class WorkerEngine:
             ssl_keyfile=cfg.ssl_keyfile,
         )
         uv_config.load()
+        uv_config.http_protocol_class = with_fresh_connection_grace(uv_config.http_protocol_class)
         if ssl_context is not None:
             uv_config.ssl = ssl_context
         self._recorder: RequestRecorder | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -194,3 +195,56 @@ def test_scale_down_gives_up_an_exhausted_slot_first(
     assert scaled["slot"] == 0
     assert scaled["workers"] == 1
     assert [server.get("/").json()["slot"] for _ in range(5)] == [1] * 5
+
+
+def _open_connection(base_url: str) -> socket.socket:
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_connection_accepted_before_a_drain_still_gets_its_answer(
+    corral: Callable[..., CorralProcess], mode: str
+) -> None:
+    """A client that connected, and was accepted, but had not sent its request yet
+    when the drain began is a request in flight, not an idle keep-alive connection."""
+    server = corral("--workers", "1", "--mode", mode)
+    server.wait_ready(1)
+    sock = _open_connection(server.base_url)
+    # Make sure generation 1 has accepted it: a reply on a second connection
+    # proves the loop has run past its accept callbacks.
+    assert server.get("/").json()["generation"] == 1
+    server.send(signal.SIGHUP)
+    server.wait_event("drain_start", slot=0, generation=1)
+    time.sleep(0.5)  # well past uvicorn's 0.1 s shutdown tick
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: corral\r\n\r\n")
+    reply = _read_response(sock)
+    sock.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), reply
+    assert b"connection: close" in head.lower()
+    assert b'"generation":1' in body.replace(b" ", b"")
+    server.wait_event("drain_end", slot=0, generation=1)
+    assert not server.events("force_stop")
+
+
+def test_a_fresh_connection_that_never_speaks_holds_a_drain_only_for_the_keep_alive_timeout(
+    corral: Callable[..., CorralProcess], mode: str
+) -> None:
+    server = corral("--workers", "1", "--mode", mode, "--timeout-keep-alive", "1")
+    server.wait_ready(1)
+    sock = _open_connection(server.base_url)
+    assert server.get("/").json()["generation"] == 1
+    server.send(signal.SIGHUP)
+    server.wait_event("drain_start", slot=0, generation=1)
+    (end,) = server.wait_event("drain_end", slot=0, generation=1)
+    assert _read_response(sock) == b""  # closed without a word: it never asked anything
+    sock.close()
+    assert 0.9 <= end["duration"] < 5, end
+    assert not server.events("force_stop")
