@@ -25,6 +25,7 @@ from corral import status as status_view
 from corral.appload import load_app
 from corral.config import (
     ExhaustedAction,
+    HungThreadAction,
     Lifespan,
     LoadedConfig,
     LogFormat,
@@ -39,12 +40,14 @@ from corral.listeners import close_listeners, create_listeners, describe, load_t
 from corral.logs import configure_logging
 from corral.observability import Observability
 from corral.runtime import WorkerMode, decide_mode
+from corral.sdnotify import SystemdNotifier
 from corral.supervisor import Supervisor
 
 _CHOICES: dict[str, list[str]] = {
     "WorkerMode | None": ["auto", *(m.value for m in WorkerMode)],
     "ExhaustedAction": [a.value for a in ExhaustedAction],
     "LogFormat": [f.value for f in LogFormat],
+    "HungThreadAction": [a.value for a in HungThreadAction],
     "Lifespan": [x.value for x in Lifespan],
 }
 _TYPES: dict[str, Any] = {
@@ -148,6 +151,7 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
             lifecycle_collector=observability.collector,
             app_path=app_path,
             request_stats=observability.request_stats,
+            notifier=SystemdNotifier.from_environ(os.environ),
         )
         observability.attach(supervisor)
     except CorralError as exc:

@@ -31,6 +31,13 @@ class ExhaustedAction(enum.Enum):
     EXIT = "exit"
 
 
+class HungThreadAction(enum.Enum):
+    """What happens when a thread worker's event loop is hung: a thread cannot be killed."""
+
+    EXIT = "exit"  # drain the healthy workers and exit, for the orchestrator to restart us
+    IGNORE = "ignore"  # keep serving on the others; the slot comes back if the loop recovers
+
+
 class LogFormat(enum.Enum):
     JSON = "json"
     CONSOLE = "console"
@@ -81,6 +88,25 @@ class ServerConfig:
     on_exhausted: ExhaustedAction = field(
         default=ExhaustedAction.DEGRADE,
         metadata=_doc("When a slot runs out of restarts: degrade (serve on) or exit."),
+    )
+    worker_timeout: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Seconds a worker may go without a sign of life (boot, or a blocked event loop) "
+            "before it is declared hung; 0 disables the check."
+        ),
+    )
+    on_hung_thread: HungThreadAction = field(
+        default=HungThreadAction.EXIT,
+        metadata=_doc("When a thread worker hangs: exit (drain the rest, exit 9) or ignore."),
+    )
+    max_requests: int = field(
+        default=0,
+        metadata=_doc("Replace a worker, rolling, after it served this many requests; 0: never."),
+    )
+    max_requests_jitter: int = field(
+        default=0,
+        metadata=_doc("Add a random 0..N to --max-requests per worker, so they recycle apart."),
     )
     log_format: LogFormat = field(default=LogFormat.JSON, metadata=_doc("json or console."))
     log_level: str = field(default="info", metadata=_doc("Log level: " + ", ".join(LOG_LEVELS)))
@@ -144,7 +170,13 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError(f"port must be 0-65535 (got {cfg.port}); use 0 to pick a free port")
     if cfg.max_restarts < 0:
         raise ConfigError(f"max_restarts must be 0 or more (got {cfg.max_restarts})")
-    for name in ("restart_window", "shutdown_timeout", "force_stop_grace", "backoff_base"):
+    for name in (
+        "restart_window",
+        "shutdown_timeout",
+        "force_stop_grace",
+        "backoff_base",
+        "worker_timeout",
+    ):
         value = getattr(cfg, name)
         if value < 0:
             flag = "--" + name.replace("_", "-")
@@ -157,6 +189,10 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError(f"log_level {cfg.log_level!r} is unknown; use one of {LOG_LEVELS}")
     if cfg.backlog <= 0 or cfg.timeout_keep_alive < 0:
         raise ConfigError("backlog must be positive and timeout_keep_alive not negative")
+    if cfg.max_requests < 0 or cfg.max_requests_jitter < 0:
+        raise ConfigError("max_requests and max_requests_jitter must be 0 (off) or more")
+    if cfg.max_requests_jitter and not cfg.max_requests:
+        raise ConfigError("--max-requests-jitter needs --max-requests; set both or neither")
     if (cfg.ssl_certfile is None) != (cfg.ssl_keyfile is None):
         raise ConfigError("TLS needs both --ssl-certfile and --ssl-keyfile")
     _validate_side_port(cfg)
@@ -235,6 +271,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "WorkerMode | None": _parse_mode,
     "ExhaustedAction": _enum_parser(ExhaustedAction),
     "LogFormat": _enum_parser(LogFormat),
+    "HungThreadAction": _enum_parser(HungThreadAction),
     "Lifespan": _enum_parser(Lifespan),
 }
 

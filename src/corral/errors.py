@@ -23,6 +23,7 @@ class ExitCode(enum.IntEnum):
     BUDGET_EXHAUSTED = 6  # a slot ran out of restarts under --on-exhausted exit
     ALL_EXHAUSTED = 7  # every slot ran out of restarts after serving traffic
     BOOT_LOOP = 8  # every slot ran out of restarts and no worker ever became ready
+    WORKER_HUNG = 9  # a thread worker hung under --on-hung-thread exit
 
 
 class CorralError(Exception):

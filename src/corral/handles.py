@@ -17,8 +17,10 @@ import os
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
@@ -29,6 +31,7 @@ import structlog
 from corral.appload import ASGIApp
 from corral.request_stats import StatsLease
 from corral.worker import (
+    DUMP_STACKS_SIGNAL,
     ControlCommand,
     WorkerEngine,
     WorkerMessage,
@@ -83,6 +86,12 @@ class WorkerHandle(abc.ABC):
         self.kill_at: float | None = None
         self.abandon_at: float | None = None
         self.exit_info: ExitInfo | None = None
+        # Liveness (``--worker-timeout``): when to read the heartbeat next,
+        # and whether this incarnation was found hung.
+        self.check_at: float | None = None
+        self.hung = False
+        self.hang_recorded = False  # its crash event was emitted when it hung (threads)
+        self.hang_message: str | None = None
         self.boot_message: str | None = None  # BootFailed, from a process worker
         self.raised_message: str | None = None  # Raised, from a process worker
 
@@ -113,6 +122,19 @@ class WorkerHandle(abc.ABC):
 
     def kill(self) -> None:  # noqa: B027 - deliberately a no-op by default
         """Last resort once ``force_stop`` was ignored; a no-op where impossible."""
+
+    def last_sign_of_life(self) -> float:
+        """Monotonic time of its last heartbeat, or of its spawn if it never beat."""
+        heartbeat = self.spec.heartbeat
+        last = heartbeat.last() if heartbeat is not None else 0.0
+        return max(last, self.started_monotonic)
+
+    def request_stack_dump(self) -> None:  # noqa: B027 - deliberately a no-op by default
+        """Ask the worker to write its Python stacks where ``stack_dump`` will find them."""
+
+    def stack_dump(self) -> str:
+        """The Python stacks of a hung worker, as text, for the log."""
+        return ""
 
     def close(self) -> None:  # noqa: B027 - deliberately a no-op by default
         """Release the handle's resources once it is dead and accounted for."""
@@ -147,10 +169,12 @@ class ProcessWorker(WorkerHandle):
         super().__init__(spec)
         self.events, events_w = ctx.Pipe(duplex=False)
         control_r, self._control = ctx.Pipe(duplex=False)
-        self._child_ends = (events_w, control_r)
+        self._dumps, dumps_w = ctx.Pipe(duplex=False)
+        os.set_blocking(self._dumps.fileno(), False)
+        self._child_ends = (events_w, control_r, dumps_w)
         self._process: Any = ctx.Process(  # type: ignore[attr-defined]
             target=process_main,
-            args=(spec, sockets, events_w, control_r),
+            args=(spec, sockets, events_w, control_r, dumps_w),
             name=f"corral-worker-{spec.slot}",
         )
 
@@ -206,6 +230,17 @@ class ProcessWorker(WorkerHandle):
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
 
+    def request_stack_dump(self) -> None:
+        self._signal(DUMP_STACKS_SIGNAL)
+
+    def stack_dump(self) -> str:
+        """What faulthandler wrote into the dump pipe (a pipe holds 64 KiB: plenty)."""
+        chunks: list[bytes] = []
+        with contextlib.suppress(BlockingIOError, OSError):
+            while chunk := os.read(self._dumps.fileno(), 65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "replace")
+
     def _signal(self, signum: signal.Signals) -> None:
         pid = self.pid
         if pid is None or self._process.exitcode is not None:
@@ -214,7 +249,7 @@ class ProcessWorker(WorkerHandle):
             os.kill(pid, signum)
 
     def close(self) -> None:
-        for end in (*self._child_ends, self._control, self.events):
+        for end in (*self._child_ends, self._control, self.events, self._dumps):
             end.close()
         with contextlib.suppress(ValueError):  # still running: abandoned after SIGKILL
             self._process.close()
@@ -276,6 +311,15 @@ class ThreadWorker(WorkerHandle):
 
     def force_stop(self) -> None:
         self._engine.force_stop()
+
+    def stack_dump(self) -> str:
+        """The worker thread's stack, read from here: its own thread cannot answer."""
+        frame = sys._current_frames().get(self._thread.ident or -1)
+        if frame is None:
+            return ""
+        return f"Thread {self._thread.name} (most recent call last):\n" + "".join(
+            traceback.format_stack(frame)
+        )
 
     def close(self) -> None:
         if self._thread.ident is None:  # never started: its socket copies are still ours

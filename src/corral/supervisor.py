@@ -20,6 +20,7 @@ import contextlib
 import enum
 import multiprocessing
 import os
+import random
 import selectors
 import signal
 import socket
@@ -35,7 +36,7 @@ from typing import Any
 import structlog
 
 from corral.appload import ASGIApp, reload_app
-from corral.config import ServerConfig
+from corral.config import HungThreadAction, ServerConfig
 from corral.errors import AppImportError, ConfigError, ExitCode
 from corral.handles import (
     ExitInfo,
@@ -46,8 +47,9 @@ from corral.handles import (
     WorkerHandle,
 )
 from corral.lifecycle.collector import LifecycleCollector
-from corral.lifecycle.events import EventKind, LifecycleEvent
+from corral.lifecycle.events import CrashReason, EventKind, LifecycleEvent
 from corral.listeners import close_listeners
+from corral.liveness import Heartbeat, next_check
 from corral.policy import (
     ExitClass,
     GiveUp,
@@ -58,13 +60,18 @@ from corral.policy import (
 )
 from corral.request_stats import RequestStatsPool
 from corral.runtime import ModeDecision, WorkerMode, decide_mode
-from corral.worker import BootFailed, Raised, Ready, WorkerSpec
+from corral.sdnotify import SystemdNotifier
+from corral.worker import BootFailed, Raised, Ready, Recycle, WorkerSpec
 
 log = structlog.get_logger("corral.supervisor")
 
 # After SIGKILL, how long to wait for the kernel to report the deaths before
 # giving up on a process that is stuck in the kernel (state D).
 _REAP_GRACE_SECONDS = 2.0
+# How long a hung process worker gets to write its stacks before SIGKILL.
+_STACK_DUMP_GRACE_SECONDS = 0.5
+# How often a hung thread under --on-hung-thread ignore is looked at again.
+_HUNG_RECHECK_SECONDS = 1.0
 
 
 class SlotState(enum.Enum):
@@ -73,6 +80,7 @@ class SlotState(enum.Enum):
     DRAINING = "draining"
     BACKOFF = "backoff"
     EXHAUSTED = "exhausted"
+    HUNG = "hung"  # a thread worker whose event loop stopped (a thread cannot be killed)
     STOPPED = "stopped"
 
 
@@ -198,6 +206,7 @@ class Supervisor:
         lifecycle_collector: LifecycleCollector | None = None,
         app_path: str | None = None,
         request_stats: RequestStatsPool | None = None,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         self.config = config
         self._app = app
@@ -212,6 +221,9 @@ class Supervisor:
             raise ConfigError("an SSLContext cannot cross into worker processes; set ssl_certfile")
         self._collector = lifecycle_collector or LifecycleCollector()
         self._request_stats = request_stats
+        self._notifier = notifier
+        self._told_ready = False
+        self._watchdog_at: float | None = None
         self._loop_thread: threading.Thread | None = None
         self._policy = RestartPolicy.from_config(config)
         self._lock = threading.RLock()
@@ -324,6 +336,8 @@ class Supervisor:
 
     def _start(self) -> None:
         self._phase = Phase.RUNNING
+        if self._notifier is not None and self._notifier.watchdog_interval is not None:
+            self._watchdog_at = time.monotonic()
         self._emit(EventKind.SUPERVISOR_START, message=self._decision.reason, workers=self._desired)
         for index in range(self._desired):
             slot = _Slot(index, SlotBudget(self._policy))
@@ -344,6 +358,10 @@ class Supervisor:
             deadlines = [s.respawn_at for s in self._slots.values() if s.respawn_at is not None]
             for handle in self._live():
                 deadlines.extend(_escalation_deadlines(handle))
+                if handle.check_at is not None:
+                    deadlines.append(handle.check_at)
+            if self._watchdog_at is not None:
+                deadlines.append(self._watchdog_at)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -355,6 +373,10 @@ class Supervisor:
                 slot.worker = self._spawn(slot)
         for handle in self._live():
             self._escalate(handle, now)
+            if handle.check_at is not None and handle.check_at <= now:
+                self._check_liveness(handle, now)
+        if self._watchdog_at is not None and self._watchdog_at <= now:
+            self._pet_watchdog(now)
 
     def _live(self) -> list[WorkerHandle]:
         return [
@@ -387,6 +409,8 @@ class Supervisor:
             self.config,
             self._app_path,
             stats_path=lease.path if lease else None,
+            heartbeat=self._new_heartbeat(),
+            max_requests=self._request_limit(),
         )
         try:
             handle = self._start_worker(spec)
@@ -398,10 +422,26 @@ class Supervisor:
             info = ExitInfo(message=f"could not start: {exc}")
             self._mailbox.post(WorkerExited(slot.index, slot.generation, info))
         handle.stats_lease = lease
+        if spec.heartbeat is not None:
+            handle.check_at = next_check(handle.started_monotonic, self.config.worker_timeout)
         if not replacement:
             slot.state = SlotState.STARTING
         self._emit(EventKind.SPAWN, handle)
         return handle
+
+    def _new_heartbeat(self) -> Heartbeat | None:
+        if not self.config.worker_timeout:
+            return None
+        if self.mode is WorkerMode.THREAD:
+            return Heartbeat.in_process()
+        return Heartbeat.shared(self._context())
+
+    def _request_limit(self) -> int:
+        """This incarnation's --max-requests, jittered so that workers recycle apart."""
+        limit = self.config.max_requests
+        if not limit:
+            return 0
+        return limit + random.randint(0, self.config.max_requests_jitter)
 
     def _start_worker(self, spec: WorkerSpec) -> WorkerHandle:
         if self.mode is WorkerMode.THREAD:
@@ -469,6 +509,8 @@ class Supervisor:
                 handle.boot_message = message.message
             elif isinstance(message, Raised):
                 handle.raised_message = message.message
+            elif isinstance(message, Recycle):
+                self._recycle(handle, message.requests)
 
     def _on_command(self, command: Command) -> None:
         if command is Command.SHUTDOWN:
@@ -541,11 +583,14 @@ class Supervisor:
             self._promote(slot, handle)
         elif handle is slot.worker and not handle.stop_requested:
             slot.state = SlotState.READY
+        self._tell_systemd_if_ready()
 
     def _on_exit(self, handle: WorkerHandle, info: ExitInfo) -> None:
         now = time.monotonic()
         slot = self._slots[handle.slot]
         handle.exit_info = info
+        if handle.hung and not handle.hang_recorded:
+            self._log_stacks(handle)  # what faulthandler wrote before the SIGKILL
         if handle.stop_requested:
             self._emit_drain_end(handle, info, now)
         else:
@@ -567,12 +612,16 @@ class Supervisor:
     def _record_failure(
         self, slot: _Slot, handle: WorkerHandle, info: ExitInfo, now: float
     ) -> None:
+        if handle.hang_recorded:  # a hung thread, its crash already told: only tidy up
+            slot.last_exit = info.describe()
+            return
         verdict = classify_exit(
             exit_code=info.exit_code,
             signal_number=info.signal_number,
             raised=info.raised,
             was_ready=handle.ready,
             stop_requested=False,
+            hung=handle.hung,
         )
         uptime = now - handle.started_monotonic
         kind = EventKind.EXIT if verdict.kind is ExitClass.CLEAN else EventKind.CRASH
@@ -584,7 +633,7 @@ class Supervisor:
             signal=signame,
             reason=verdict.reason,
             uptime=uptime,
-            message=info.message or handle.boot_message,
+            message=self._exit_message(handle, info),
         )
         slot.last_exit = info.describe()
         decision = slot.budget.on_failure(now, uptime)
@@ -668,6 +717,8 @@ class Supervisor:
         if self._phase is not Phase.RUNNING:
             return
         self._phase = Phase.DRAINING
+        if self._notifier is not None:
+            self._notifier.notify("STOPPING=1", "STATUS=draining")
         # Refuse new connections from this moment: with the supervisor's copy
         # closed here and each worker closing its own as its drain starts, the
         # kernel has no listener left and answers connects with RST.
@@ -702,11 +753,12 @@ class Supervisor:
         handle.force_stop()
 
     def _kill(self, handle: WorkerHandle) -> None:
-        """SIGKILL a process that outlived the force-stop; a thread gets one last grace."""
+        """SIGKILL a process that outlived the force-stop, or hung; a thread gets one last grace."""
         handle.kill_at = None
         handle.abandon_at = time.monotonic() + _REAP_GRACE_SECONDS
         if isinstance(handle, ProcessWorker):
-            self._emit(EventKind.FORCE_STOP, handle, message="still running; SIGKILL")
+            if not handle.hung:  # a hang is told by its crash event, not as a force-stop
+                self._emit(EventKind.FORCE_STOP, handle, message="still running; SIGKILL")
             handle.kill()
 
     def _abandon(self, handle: WorkerHandle) -> None:
@@ -717,12 +769,133 @@ class Supervisor:
         log.error("worker could not be stopped", slot=handle.slot, detail=message)
         # A stuck thread may still count requests: keep its block out of reuse.
         handle.stats_lease = None
+        handle.forced = True
         self._on_exit(handle, ExitInfo(message=message))
 
     def _kill_leftovers(self) -> None:
         """If ``run`` is unwinding from an error, leave no process behind."""
         for handle in self._live():
             handle.kill()
+
+    # --- Liveness: hung workers (--worker-timeout) ----------------------------------
+
+    def _check_liveness(self, handle: WorkerHandle, now: float) -> None:
+        """The worker's deadline came: it either beat since (move on) or it is hung."""
+        handle.check_at = None
+        if handle.stop_requested or handle.exit_info is not None:
+            return  # draining: the drain timeout and force-stop own it now
+        last = handle.last_sign_of_life()
+        silent = now - last
+        if silent <= self.config.worker_timeout:
+            if handle.hung:
+                self._recovered(handle)
+            handle.check_at = next_check(last, self.config.worker_timeout)
+            return
+        if handle.hung:  # still hung, under --on-hung-thread ignore: look again later
+            handle.check_at = now + _HUNG_RECHECK_SECONDS
+            return
+        handle.hang_message = _hang_message(handle, self.config.worker_timeout)
+        handle.hung = True
+        handle.ready = False
+        slot = self._slots[handle.slot]
+        if handle is slot.worker:
+            slot.state = SlotState.HUNG
+        log.error(
+            "worker hung",
+            slot=handle.slot,
+            generation=handle.generation,
+            silent_seconds=round(silent, 3),
+            worker_timeout=self.config.worker_timeout,
+        )
+        if isinstance(handle, ThreadWorker):
+            self._on_hung_thread(handle, now)
+        else:
+            # faulthandler writes the stacks from C; SIGKILL follows shortly.
+            handle.request_stack_dump()
+            handle.kill_at = now + _STACK_DUMP_GRACE_SECONDS
+
+    def _on_hung_thread(self, handle: WorkerHandle, now: float) -> None:
+        """A thread cannot be killed: record the hang, stop counting it, apply the policy."""
+        self._log_stacks(handle)
+        handle.hang_recorded = True
+        self._emit(
+            EventKind.CRASH,
+            handle,
+            reason=CrashReason.HANG,
+            uptime=now - handle.started_monotonic,
+            message=handle.hang_message,
+        )
+        if self.config.on_hung_thread is HungThreadAction.IGNORE:
+            handle.check_at = now + _HUNG_RECHECK_SECONDS
+            return
+        self._exit_code = ExitCode.WORKER_HUNG
+        self._begin_shutdown()
+        # The healthy workers drain as usual; this one cannot, so it is given
+        # only the force-stop grace before the process leaves it behind.
+        handle.force_at = None
+        handle.abandon_at = now + self.config.force_stop_grace
+
+    def _recovered(self, handle: WorkerHandle) -> None:
+        """A hung thread's loop ran again (--on-hung-thread ignore): it serves again."""
+        handle.hung = False
+        handle.hang_recorded = False
+        handle.hang_message = None
+        handle.ready = True
+        slot = self._slots[handle.slot]
+        if handle is slot.worker and slot.state is SlotState.HUNG:
+            slot.state = SlotState.READY
+        log.warning("hung worker recovered", slot=handle.slot, generation=handle.generation)
+
+    def _exit_message(self, handle: WorkerHandle, info: ExitInfo) -> str | None:
+        return handle.hang_message or info.message or handle.boot_message
+
+    def _log_stacks(self, handle: WorkerHandle) -> None:
+        log.error(
+            "hung worker stacks",
+            slot=handle.slot,
+            generation=handle.generation,
+            stacks=handle.stack_dump() or "(no stack dump was received)",
+        )
+
+    # --- Recycling (--max-requests) ---------------------------------------------------
+
+    def _recycle(self, handle: WorkerHandle, requests: int) -> None:
+        """Replace a worker that served its quota, rolling: its successor must be
+        ready before it drains, so the slot never stops serving."""
+        slot = self._slots[handle.slot]
+        if (
+            self._phase is not Phase.RUNNING
+            or handle is not slot.worker
+            or handle.stop_requested
+            or slot.incoming is not None
+            or slot.index in self._roll
+        ):
+            return  # a rolling restart is replacing it anyway, or we are stopping
+        limit = handle.spec.max_requests
+        message = f"served {requests} requests; its max_requests is {limit}"
+        self._emit(EventKind.RECYCLE, handle, message=message)
+        slot.incoming = self._spawn(slot, replacement=True)
+
+    # --- systemd (Type=notify, WatchdogSec=) -------------------------------------------
+
+    def _tell_systemd_if_ready(self) -> None:
+        if self._notifier is None or self._phase is not Phase.RUNNING:
+            return
+        ready = sum(1 for slot in self._slots.values() if slot.state is SlotState.READY)
+        status = f"STATUS={ready}/{self._desired} workers ready"
+        if not self._told_ready and ready >= self._desired:
+            self._told_ready = True
+            self._notifier.notify("READY=1", status)
+        elif self._told_ready:
+            self._notifier.notify(status)
+
+    def _pet_watchdog(self, now: float) -> None:
+        """Sent from this loop, so a supervisor stuck anywhere stops petting and is restarted."""
+        notifier = self._notifier
+        if notifier is None or notifier.watchdog_interval is None:
+            return
+        notifier.notify("WATCHDOG=1")
+        self._watchdog_at = now + notifier.watchdog_interval
 
     # --- Rolling restart and scaling ----------------------------------------------
 
@@ -839,6 +1012,11 @@ _SIGNAL_COMMANDS: dict[signal.Signals, Command] = {
 
 def _ignore_in_python(signum: int, frame: object) -> None:
     """The real handling happens in the loop, from the byte the wake-up fd received."""
+
+
+def _hang_message(handle: WorkerHandle, timeout: float) -> str:
+    what = "event loop blocked" if handle.ready else "not ready"
+    return f"{what}: no sign of life for over {timeout:g}s"
 
 
 def _escalation_deadlines(handle: WorkerHandle) -> list[float]:

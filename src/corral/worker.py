@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import faulthandler
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from corral.appload import ASGIApp, load_app
 from corral.config import ServerConfig
 from corral.errors import AppImportError
 from corral.http_protocol import with_fresh_connection_grace
+from corral.liveness import Heartbeat
 from corral.logs import configure_logging
 from corral.request_stats import RequestMetricsMiddleware, RequestRecorder, open_recorder
 from corral.runtime import WorkerMode
@@ -38,6 +40,8 @@ ORPHAN_GRACE_SECONDS = 1.0
 EXIT_APP_IMPORT = 4
 EXIT_ORPHANED = 70
 EXIT_RAISED = 71
+# Asks a hung process worker for its Python stacks (see ``process_main``).
+DUMP_STACKS_SIGNAL = signal.SIGUSR1
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,10 @@ class WorkerSpec:
     app_path: str | None
     # The shared-memory block this incarnation counts its requests in, if any.
     stats_path: str | None = None
+    # Where its event loop stamps its sign of life; None when --worker-timeout is 0.
+    heartbeat: Heartbeat | None = None
+    # Ask for a replacement after serving this many requests; 0 means never.
+    max_requests: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +117,16 @@ class Raised:
     message: str
 
 
-WorkerMessage = Ready | BootFailed | Raised
+@dataclass(frozen=True, slots=True)
+class Recycle:
+    """The worker served its ``--max-requests``: please replace me (rolling)."""
+
+    slot: int
+    generation: int
+    requests: int
+
+
+WorkerMessage = Ready | BootFailed | Raised | Recycle
 Report = Callable[[WorkerMessage], None]
 
 
@@ -124,17 +141,19 @@ class ControlCommand(enum.Enum):
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server with signal handling removed and loop-start and ready hooks added."""
+    """uvicorn's server with signal handling removed and loop-start, ready and tick hooks."""
 
     def __init__(
         self,
         config: uvicorn.Config,
         on_loop: Callable[[asyncio.AbstractEventLoop], None],
         on_ready: Callable[[], None],
+        on_tick: Callable[[int], None],
     ) -> None:
         super().__init__(config)
         self._on_loop = on_loop
         self._on_ready = on_ready
+        self._on_tick = on_tick
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -145,6 +164,11 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             self._on_ready()
+
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn's own 0.1 s tick: a free place for per-worker housekeeping."""
+        self._on_tick(self.server_state.total_requests)
+        return await super().on_tick(counter)
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         try:
@@ -226,7 +250,8 @@ class WorkerEngine:
             # has been adapted, so the middleware always sees ASGI3.
             self._recorder = open_recorder(spec.stats_path)
             uv_config.loaded_app = RequestMetricsMiddleware(uv_config.loaded_app, self._recorder)
-        self._server = _Server(uv_config, self._loop_started, self._announce_ready)
+        self._server = _Server(uv_config, self._loop_started, self._announce_ready, self._tick)
+        self._recycle_asked = False
         # Re-entrant: in a process worker, the SIGTERM handler calls ``drain``
         # on the loop's own thread, possibly while that thread holds the lock.
         self._control_lock = threading.RLock()
@@ -237,6 +262,16 @@ class WorkerEngine:
     def _announce_ready(self) -> None:
         spec = self.spec
         self._report(Ready(spec.slot, spec.generation, os.getpid(), threading.get_native_id()))
+
+    def _tick(self, requests_served: int) -> None:
+        """On the loop's thread, every 0.1 s: prove the loop runs; ask to be recycled."""
+        spec = self.spec
+        if spec.heartbeat is not None:
+            spec.heartbeat.beat()
+        limit = spec.max_requests
+        if limit and requests_served >= limit and not self._recycle_asked:
+            self._recycle_asked = True
+            self._report(Recycle(spec.slot, spec.generation, requests_served))
 
     def run(self) -> None:
         """Serve until drained or stopped. Raises ``SystemExit`` if lifespan startup fails."""
@@ -315,13 +350,20 @@ _IGNORED_IN_WORKERS = (
 
 
 def process_main(
-    spec: WorkerSpec, sockets: list[socket.socket], events: Connection, control: Connection
+    spec: WorkerSpec,
+    sockets: list[socket.socket],
+    events: Connection,
+    control: Connection,
+    stack_dumps: Connection,
 ) -> None:
     """Run one process worker. Called by multiprocessing in the child."""
     # Ctrl-C and terminal hang-ups reach the whole process group; only the
     # supervisor may act on them.
     for signum in _IGNORED_IN_WORKERS:
         signal.signal(signum, signal.SIG_IGN)
+    # When this worker is hung, the supervisor sends DUMP_STACKS_SIGNAL before
+    # SIGKILL. faulthandler answers from C, so it works however stuck Python is.
+    faulthandler.register(DUMP_STACKS_SIGNAL, file=stack_dumps.fileno(), all_threads=True)
     cfg = spec.config
     configure_logging(cfg.log_format, cfg.log_level, access_log=cfg.access_log)
     _enter_worker(spec)

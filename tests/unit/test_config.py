@@ -68,7 +68,7 @@ def test_defaults() -> None:
 def test_field_helpers() -> None:
     assert FIELD_NAMES[0] == "host"
     assert "max_restarts" in FIELD_NAMES
-    assert len(FIELD_NAMES) == len(set(FIELD_NAMES)) == 27
+    assert len(FIELD_NAMES) == len(set(FIELD_NAMES)) == 31
     assert field_default("workers") == 1
     assert field_default("mode") is None
     assert field_type("workers") == "int"
@@ -150,6 +150,12 @@ def test_valid_custom_config() -> None:
         ({"timeout_keep_alive": -1}, ["timeout_keep_alive not negative"]),
         ({"ssl_certfile": "cert.pem"}, ["--ssl-certfile", "--ssl-keyfile"]),
         ({"ssl_keyfile": "key.pem"}, ["--ssl-certfile", "--ssl-keyfile"]),
+        (
+            {"worker_timeout": -1.0},
+            ["worker_timeout must not be negative", "--worker-timeout 0 or more"],
+        ),
+        ({"max_requests": -1}, ["max_requests and max_requests_jitter must be 0 (off) or more"]),
+        ({"max_requests_jitter": 10}, ["--max-requests-jitter needs --max-requests"]),
     ],
 )
 def test_validation_errors_name_the_fix(kwargs: dict[str, Any], fragments: list[str]) -> None:

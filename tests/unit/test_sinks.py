@@ -359,4 +359,4 @@ def test_scrape_time_collectors_read_the_fleet_and_the_sink_errors() -> None:
         for s in f.samples
         if s.name == "corral_worker_state" and s.labels["slot"] == "0"
     ]
-    assert sorted(one_hot) == [0, 0, 0, 0, 0, 1]
+    assert sorted(one_hot) == [0, 0, 0, 0, 0, 0, 1]

@@ -30,6 +30,7 @@ class EventKind(enum.Enum):
     RELOAD = "reload"
     SCALE_UP = "scale_up"
     SCALE_DOWN = "scale_down"
+    RECYCLE = "recycle"  # a worker reached --max-requests and is replaced, rolling
 
 
 class CrashReason(enum.Enum):

@@ -43,6 +43,7 @@ SPAN_NAMES: dict[EventKind, str] = {
     EventKind.DRAIN_START: "corral.worker.drain",
     EventKind.DRAIN_END: "corral.worker.drain",
     EventKind.FORCE_STOP: "corral.worker.force_stop",
+    EventKind.RECYCLE: "corral.worker.recycle",
 }
 
 _Incarnation = tuple[int, int]  # (slot, generation)
