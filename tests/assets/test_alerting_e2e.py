@@ -41,11 +41,11 @@ from tests.assets.stack import (
     PrometheusAPI,
     Server,
     Webhook,
-    find_binary,
     start_alertmanager,
     start_prometheus,
     webhook,
 )
+from tests.assets.tools import require
 from tests.conftest import CorralProcess, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -71,14 +71,10 @@ class Stack:
 
 @pytest.fixture
 def stack_binaries() -> tuple[str, str]:
-    prometheus = find_binary(PROMETHEUS_BINARIES)
-    alertmanager = find_binary(ALERTMANAGER_BINARIES)
-    if prometheus is None or alertmanager is None:
-        pytest.skip(
-            "needs Debian's prometheus and prometheus-alertmanager packages; "
-            "`make system-packages` (bash scripts/system-packages.sh) installs them"
-        )
-    return prometheus, alertmanager
+    return (
+        require("prometheus", *PROMETHEUS_BINARIES),
+        require("prometheus-alertmanager", *ALERTMANAGER_BINARIES),
+    )
 
 
 @contextlib.contextmanager
