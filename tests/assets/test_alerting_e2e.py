@@ -175,15 +175,27 @@ def _exhaust(stack: Stack, chaos: CorralProcess, killer: SlotKiller) -> None:
 
 
 def _assert_quiet_run_raised_nothing(stack: Stack, quiet: CorralProcess, start: float) -> None:
-    """Not even a pending alert, over everything Prometheus has recorded for it."""
+    """Not even a pending alert, over everything Prometheus has recorded for it.
+
+    One exception, for a loaded machine: a scrape that overran its 1 s timeout
+    makes ``up`` 0 and puts CorralMetricsDown into pending (its ``for`` is 2
+    minutes). That is tolerated only if such a failed scrape is on record, and
+    it must never have fired.
+    """
     target = _target(quiet)
     window = f"{int(time.time() - start) + 5}s"
     api = stack.prometheus
-    quiet_alerts = api.query(f'count_over_time(ALERTS{{instance="{target}"}}[{window}])')
-    assert quiet_alerts == [], quiet_alerts
-    assert not [a for a in stack.hook.alerts() if a["labels"].get("instance") == target]
     scrapes = api.query(f'count_over_time(up{{instance="{target}"}}[{window}])')
     assert float(scrapes[0]["value"][1]) >= 30, "the quiet run was scraped long enough"
+    worst_up = api.query(f'min_over_time(up{{instance="{target}"}}[{window}])')
+    alerts = f'count_over_time(ALERTS{{instance="{target}"}}[{window}])'
+    seen = {
+        (series["metric"]["alertname"], series["metric"]["alertstate"])
+        for series in api.query(f"count by (alertname, alertstate) ({alerts})")
+    }
+    tolerated = {("CorralMetricsDown", "pending")} if worst_up[0]["value"][1] == "0" else set()
+    assert seen <= tolerated, seen
+    assert not [a for a in stack.hook.alerts() if a["labels"].get("instance") == target]
 
 
 def _drain(api: PrometheusAPI, chaos: CorralProcess) -> None:
