@@ -173,8 +173,7 @@ LIFECYCLE = Row(
                     "{{instance}} p99",
                 ),
             ),
-            "Time from spawning a worker to it accepting requests: how long a crash "
-            "costs a slot.",
+            "Time from spawning a worker to it accepting requests: how long a crash costs a slot.",
             unit="s",
             width=8,
         ),
@@ -245,8 +244,7 @@ TRAFFIC = Row(
                     "{{instance}} slot {{slot}}",
                 ),
             ),
-            "Requests finished per second by each slot's workers "
-            "(off with --no-request-metrics).",
+            "Requests finished per second by each slot's workers (off with --no-request-metrics).",
             unit="reqps",
         ),
         Panel(
@@ -351,8 +349,7 @@ BUILD = Row(
                     table=True,
                 ),
             ),
-            "The corral version, worker mode, interpreter and whether the GIL is on, per "
-            "instance.",
+            "The corral version, worker mode, interpreter and whether the GIL is on, per instance.",
             width=16,
             options={"showHeader": True},
         ),
@@ -419,8 +416,7 @@ def render_panel(panel: Panel, panel_id: int, x: int, y: int) -> Json:
         "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": panel.options,
         "targets": [
-            render_target(query, chr(ord("A") + index))
-            for index, query in enumerate(panel.queries)
+            render_target(query, chr(ord("A") + index)) for index, query in enumerate(panel.queries)
         ],
     }
     if panel.kind == "table":

@@ -42,7 +42,7 @@ def _header(source: Path, extra: str) -> str:
 
 
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (PromQL, the dashboard JSON) as literal blocks, as a person writes them."""
+    """Multi-line strings (PromQL, the dashboard JSON) as literal blocks, as people write them."""
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
@@ -82,7 +82,7 @@ def dashboard_configmap() -> str:
         },
         "data": {DASHBOARD.name: DASHBOARD.read_text()},
     }
-    extra = "# The Grafana sidecar loads every ConfigMap labelled grafana_dashboard: \"1\".\n"
+    extra = '# The Grafana sidecar loads every ConfigMap labelled grafana_dashboard: "1".\n'
     return _header(DASHBOARD, extra) + _dump(document)
 
 
