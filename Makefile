@@ -22,7 +22,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,assets]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -78,3 +78,11 @@ venv-ft: $(FT_STAMP)
 test-ft: venv-ft system-packages
 	$(FT_BIN)/python scripts/check_gil.py
 	EXPECT_FREE_THREADED=1 $(FT_BIN)/pytest $(PYTEST_ARGS)
+
+# --- Operator assets (issue 5) ---------------------------------------------------
+# The dashboard JSON and the Kubernetes copies of the dashboard and the alert
+# rules are generated; tests/assets fails when a committed copy is stale.
+.PHONY: assets
+assets: venv
+	$(BIN)/python scripts/build_dashboard.py
+	$(BIN)/python scripts/build_kubernetes.py

@@ -98,6 +98,17 @@ def test_spans_are_exported_over_otlp_http(
     crash = by_id[crash_event["span_id"]]
     spawn_event = server.events("spawn", generation=1)[0]
     assert [link.span_id.hex() for link in crash.links] == [spawn_event["span_id"]]
+    # The rest of the slot's chain: the respawn links to the crash, and the
+    # next incarnation's spawn to the respawn, each by trace and span id.
+    respawn_event = server.events("respawn", slot=0)[0]
+    respawn = by_id[respawn_event["span_id"]]
+    assert [link.span_id.hex() for link in respawn.links] == [crash_event["span_id"]]
+    assert [link.trace_id.hex() for link in respawn.links] == [crash_event["trace_id"]]
+    next_spawn_event = server.events("spawn", slot=0, generation=2)[0]
+    next_spawn = by_id[next_spawn_event["span_id"]]
+    assert [link.span_id.hex() for link in next_spawn.links] == [respawn_event["span_id"]]
+    assert [link.trace_id.hex() for link in next_spawn.links] == [respawn_event["trace_id"]]
+    assert next_spawn.name == "corral.worker.spawn"
     attributes = {a.key: a.value for a in crash.attributes}
     assert attributes["process.pid"].int_value == crash_event["pid"]
     assert attributes["corral.worker.slot"].int_value == 0
