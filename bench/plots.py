@@ -48,7 +48,7 @@ def _bars(ax: Axes, contenders: Sequence[Contender], title: str) -> None:
     ax.set_xlabel("requests per second (median, bars: min-max over rounds)")
     ax.set_title(title)
     for y, value in enumerate(medians):
-        ax.text(value, y, f" {value:,.0f}", va="center", ha="left", fontsize=8)
+        ax.text(0, y, f" {value:,.0f}", va="center", ha="left", fontsize=8, color="white")
 
 
 def throughput(hello: Sequence[Contender], cpu: Sequence[Contender], path: Path) -> None:
@@ -82,7 +82,7 @@ def recovery(systems: Sequence[System], path: Path) -> None:
 
 def ft_scaling(contenders: Sequence[Contender], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 3.2))
-    _bars(ax, contenders, "GET /cpu: corral on CPython 3.13t (and 3.11), 1 vs 2 workers")
+    _bars(ax, contenders, "GET /cpu: corral on the free-threaded and the GIL build, 1 vs 2 workers")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

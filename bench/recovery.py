@@ -28,8 +28,10 @@ before it has been up a full window is a *back-to-back* crash and is
 respawned after a backoff, by design. This bench measures the isolated-crash
 path, so it never kills a corral worker younger than the window plus 0.25 s.
 
-Run with ``make bench`` (writes ``BENCHMARKS.md``) or
-``.venv/bin/python bench/recovery.py --kills 30 [--output FILE] [--quick]``.
+This is section 2 of ``make bench`` (``bench/run.py`` calls ``measure``, and
+``make bench-quick`` runs corral process mode and uvicorn only, 5 kills). Alone:
+``.venv/bin/python bench/recovery.py --kills 30 [--output FILE] [--quick]``
+(``--output`` replaces the "2. Recovery" section of that file).
 Every server runs in its own session and is stopped with SIGTERM to its
 process group, then SIGKILL after 10 s, whatever happens.
 """
@@ -785,6 +787,34 @@ def render_table(systems: Sequence[System]) -> str:
     return "\n".join(rows)
 
 
+def _median(stats: Stats) -> float:
+    return stats.median
+
+
+def _p99(stats: Stats) -> float:
+    return stats.p99
+
+
+def target_lines(systems: Sequence[System]) -> list[str]:
+    """Whether corral (either mode) is the lowest at median and p99, for A and for B."""
+    pickers: tuple[tuple[str, Callable[[Stats], float]], ...] = (
+        ("median", _median),
+        ("p99", _p99),
+    )
+    lines = []
+    for interval in (INTERVALS[1], INTERVALS[3]):
+        stats = [(s, st) for s in systems if s.available if (st := interval_stats(s, interval))]
+        if not stats:
+            continue
+        parts = []
+        for name, pick in pickers:
+            best, best_stats = min(stats, key=lambda item: pick(item[1]))
+            verdict = "corral" if isinstance(best, CorralSystem) else "**not corral**"
+            parts.append(f"lowest {name}: {best.label} ({pick(best_stats):.1f} ms, {verdict})")
+        lines.append(f"- {interval.name}: " + "; ".join(parts) + ".")
+    return lines
+
+
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -850,6 +880,10 @@ def render_section(
         " not the absolute numbers, across machines.",
         "",
         render_table(systems),
+        "",
+        "Target: corral is the lowest at median and at p99.",
+        "",
+        *target_lines(systems),
         "",
         "- **A**: from the kill until the replacement worker exists: corral's `spawn`"
         " event (its `monotonic` stamp); for uvicorn and gunicorn, a new child pid in"

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench import serving
+from bench import middleware_cost, serving
 from bench.apps import CPU_LOOPS
 from bench.common import LoadWindow, Spread, shown, wrk_argv
 from bench.recovery import HOST, _importable
@@ -45,7 +45,7 @@ class Plan:
     keys: tuple[str, ...] | None  # None: every contender
 
 
-FULL = Plan(rounds=5, seconds=6.0, cpu_rounds=3, cpu_seconds=4.0, keys=None)
+FULL = Plan(rounds=7, seconds=5.0, cpu_rounds=3, cpu_seconds=4.0, keys=None)
 QUICK = Plan(rounds=3, seconds=2.0, cpu_rounds=0, cpu_seconds=0.0, keys=("corral", "uvicorn"))
 
 
@@ -179,6 +179,7 @@ class Result:
     window: LoadWindow
     missing: list[str]
     plan: Plan
+    middleware: list[str]
 
 
 def run(quick: bool) -> Result:
@@ -199,8 +200,9 @@ def run(quick: bool) -> Result:
         notes = serving.stop(wanted)
     for note in notes:
         print(f"  note: {note}", file=sys.stderr)
+    middleware = [] if quick else middleware_cost.measure(quick)
     window.close()
-    return Result(wanted, cpu, window, missing, plan)
+    return Result(wanted, cpu, window, missing, plan, middleware)
 
 
 def _cpu_twin(contender: Contender) -> Contender:
@@ -252,14 +254,22 @@ def verdict(result: Result) -> str:
     if corral is None or reference is None:
         return "Target not evaluated: corral or uvicorn missing from this run."
     rel = ratio(corral, reference)
-    met = "met" if rel.median >= TARGET else "**missed**"
+    met = "met" if rel.median >= TARGET else "missed"
     noise = "inside" if rel.low < TARGET <= rel.high else "outside"
-    return (
+    text = (
         f"**Target (corral with full observability >= {TARGET:.0%} of `uvicorn --workers"
-        f" {WORKERS}`): {met}** at the median, {rel.median:.1%} over {rel.n} paired rounds;"
+        f" {WORKERS}`): {met} at the median**, {rel.median:.1%} over {rel.n} paired rounds;"
         f" the per-round ratio ranged {rel.low:.1%}-{rel.high:.1%}, so the target is"
         f" {noise} this run's noise band."
     )
+    off = next((c for c in result.hello if c.key == "corral-off"), None)
+    if off is not None:
+        cost = ratio(corral, off)
+        text += (
+            " The cost of observability alone, corral full over corral off in the same"
+            f" round: median {cost.median:.3f} ({cost.low:.3f}-{cost.high:.3f})."
+        )
+    return text
 
 
 def render(result: Result) -> str:
@@ -290,6 +300,7 @@ def render(result: Result) -> str:
             *_table(result.cpu, show_spread=False),
             "",
         ]
+    lines += result.middleware
     lines += [
         "- corral's full observability is its default: side port on, request metrics on,"
         " lifecycle tracing into a real OpenTelemetry SDK `TracerProvider` whose only"
