@@ -12,7 +12,10 @@ for every server: the CPU seconds each process of its group used during the
 wrk run (from ``/proc``). The ``workers`` busiest processes are its workers;
 the busiest one's share of their total is reported (0.5 is perfectly even
 with two workers). For corral the per-slot ``corral_http_requests_total``
-from ``/metrics`` is reported too.
+from ``/metrics`` is reported too. The same CPU readings, summed over the
+whole group and divided by the requests wrk completed, give the server's CPU
+time per request: less sensitive than req/s to how the kernel spread
+connections and to other load on the machine, though not immune to either.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Contender:
     runs: list[WrkResult] = field(default_factory=list)
     busiest_share: list[float] = field(default_factory=list)
     slot_share: list[float] = field(default_factory=list)
+    cpu_us_per_request: list[float] = field(default_factory=list)
     server: ServerProcess | None = None
 
     def spread(self, attribute: str) -> Spread:
@@ -128,6 +132,9 @@ def measure_once(contender: Contender, path: str, seconds: float, connections: i
     result = run_wrk(f"http://{HOST}:{contender.port}{path}", seconds, connections)
     cpu_after = group_cpu(pgid)
     contender.busiest_share.append(_busiest_share(cpu_before, cpu_after, contender.workers))
+    if result.requests:
+        used = sum(after - cpu_before.get(pid, 0.0) for pid, after in cpu_after.items())
+        contender.cpu_us_per_request.append(used * 1e6 / result.requests)
     if contender.metrics_port:
         slots_after = slot_requests(contender.metrics_port)
         served = [slots_after[s] - slots_before.get(s, 0.0) for s in slots_after]

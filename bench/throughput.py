@@ -45,7 +45,7 @@ class Plan:
     keys: tuple[str, ...] | None  # None: every contender
 
 
-FULL = Plan(rounds=7, seconds=5.0, cpu_rounds=3, cpu_seconds=4.0, keys=None)
+FULL = Plan(rounds=9, seconds=4.0, cpu_rounds=3, cpu_seconds=4.0, keys=None)
 QUICK = Plan(rounds=3, seconds=2.0, cpu_rounds=0, cpu_seconds=0.0, keys=("corral", "uvicorn"))
 
 
@@ -228,17 +228,17 @@ def ratio(contender: Contender, reference: Contender) -> Spread:
 def _table(rows: Sequence[Contender], show_spread: bool) -> list[str]:
     reference = next((c for c in rows if c.key == REFERENCE), None)
     head = "| server | req/s median (min-max) | vs uvicorn, per round: median (min-max) |"
-    head += " p50 ms | p99 ms | errors |"
+    head += " p50 ms | p99 ms | errors | server CPU µs per request, median (min-max) |"
     if show_spread:
         head += " busiest worker's share of CPU | corral busiest slot's share of requests |"
-    lines = [head, "|---|--:|--:|--:|--:|--:|" + ("--:|--:|" if show_spread else "")]
+    lines = [head, "|---|--:|--:|--:|--:|--:|--:|" + ("--:|--:|" if show_spread else "")]
     for c in rows:
         rel = ratio(c, reference) if reference else None
         rel_text = f"{rel.median:.3f} ({rel.low:.3f}-{rel.high:.3f})" if rel and rel.n else "n/a"
         line = (
             f"| {c.label} | {c.spread('requests_per_second').fmt()} | {rel_text}"
             f" | {c.spread('p50_ms').median:.2f} | {c.spread('p99_ms').median:.2f}"
-            f" | {sum(r.errors for r in c.runs)} |"
+            f" | {sum(r.errors for r in c.runs)} | {Spread.of(c.cpu_us_per_request).fmt(1)} |"
         )
         if show_spread:
             share = Spread.of([s for s in c.busiest_share if not math.isnan(s)])
@@ -262,6 +262,14 @@ def verdict(result: Result) -> str:
         f" the per-round ratio ranged {rel.low:.1%}-{rel.high:.1%}, so the target is"
         f" {noise} this run's noise band."
     )
+    if corral.cpu_us_per_request and reference.cpu_us_per_request:
+        pairs = zip(reference.cpu_us_per_request, corral.cpu_us_per_request, strict=False)
+        efficiency = Spread.of([u / c for u, c in pairs])
+        text += (
+            " By server CPU time per request (uvicorn's over corral's, per round, so above"
+            f" 1 means corral used less): median {efficiency.median:.3f}"
+            f" ({efficiency.low:.3f}-{efficiency.high:.3f})."
+        )
     off = next((c for c in result.hello if c.key == "corral-off"), None)
     if off is not None:
         cost = ratio(corral, off)
@@ -308,6 +316,11 @@ def render(result: Result) -> str:
         " nothing leaves the process). Tracing records lifecycle events only, never"
         " requests. Observability off: `--no-metrics --no-request-metrics` and"
         " `OTEL_SDK_DISABLED=true`.",
+        "- Server CPU per request: the CPU time (user + system) every process of the"
+        " server's process group used during the run, over the requests wrk completed."
+        " It does not depend on how many cores the server got, so it is a steadier view"
+        " of overhead than req/s on a shared machine, but cache and core sharing with"
+        " other work still move it by several µs.",
         "- Busiest worker's share: of the CPU time the two busiest processes of the"
         " server's process group used during a run (from `/proc/<pid>/stat`); 0.50 is an"
         " even split. corral, uvicorn, gunicorn and hypercorn have all workers accept() on"
