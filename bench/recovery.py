@@ -812,7 +812,22 @@ def target_lines(systems: Sequence[System]) -> list[str]:
             verdict = "corral" if isinstance(best, CorralSystem) else "**not corral**"
             parts.append(f"lowest {name}: {best.label} ({pick(best_stats):.1f} ms, {verdict})")
         lines.append(f"- {interval.name}: " + "; ".join(parts) + ".")
+        peers = [(s, st) for s, st in stats if not isinstance(s, CorralSystem)]
+        for system, own in stats:
+            if isinstance(system, CorralSystem) and peers:
+                lines.append(f"  - {system.label}: " + _against_peers(own, peers))
     return lines
+
+
+def _against_peers(own: Stats, peers: Sequence[tuple[System, Stats]]) -> str:
+    """How one corral mode compares with the best peer at median and at p99."""
+    parts = []
+    for name, value in (("median", _median), ("p99", _p99)):
+        peer, peer_stats = min(peers, key=lambda item: value(item[1]))
+        mine, theirs = value(own), value(peer_stats)
+        word = "lower" if mine < theirs else "**not lower**"
+        parts.append(f"{name} {mine:.1f} ms vs {theirs:.1f} ms ({peer.label}): {word}")
+    return "; ".join(parts) + "."
 
 
 def _version(package: str) -> str:

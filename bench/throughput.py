@@ -305,7 +305,7 @@ def render(result: Result) -> str:
             f"`GET /cpu` (about {CPU_LOOPS:,} iterations of pure-Python arithmetic per request),"
             f" same servers, {plan.cpu_rounds} rounds of {plan.cpu_seconds:g} s:",
             "",
-            *_table(result.cpu, show_spread=False),
+            *_table(result.cpu, show_spread=True),
             "",
         ]
     lines += result.middleware
