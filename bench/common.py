@@ -235,9 +235,12 @@ def _latency_ms(text: str, percent: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)] if match else math.nan
 
 
-def run_wrk(url: str, seconds: float, connections: int, threads: int = 1) -> WrkResult:
-    """One wrk run with ``--latency``; raises if wrk fails or prints nothing to parse."""
-    argv = wrk_argv(url, seconds, connections, threads)
+def run_wrk(
+    url: str, seconds: float, connections: int, threads: int = 1, cpu: str | None = None
+) -> WrkResult:
+    """One wrk run with ``--latency`` (pinned to ``cpu`` if given); raises if wrk fails or
+    prints nothing to parse."""
+    argv = wrk_argv(url, seconds, connections, threads, cpu)
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=seconds + 30)
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", done.stdout, re.MULTILINE)
     total = re.search(r"^\s*(\d+) requests in", done.stdout, re.MULTILINE)
@@ -255,8 +258,11 @@ def run_wrk(url: str, seconds: float, connections: int, threads: int = 1) -> Wrk
     )
 
 
-def wrk_argv(url: str, seconds: float, connections: int, threads: int = 1) -> list[str]:
+def wrk_argv(
+    url: str, seconds: float, connections: int, threads: int = 1, cpu: str | None = None
+) -> list[str]:
     return [
+        *pinned(cpu),
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
@@ -269,3 +275,8 @@ def wrk_argv(url: str, seconds: float, connections: int, threads: int = 1) -> li
 def require_wrk() -> None:
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not on PATH; run `make bench` (scripts/bench-packages.sh)")
+
+
+def pinned(cpu: str | None) -> list[str]:
+    """The ``taskset`` prefix that runs a command (and its children) on ``cpu`` only."""
+    return [] if cpu is None else ["taskset", "-c", cpu]

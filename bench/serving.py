@@ -122,14 +122,16 @@ def _busiest_share(before: dict[int, float], after: dict[int, float], workers: i
     return used[0] / total if total > 0 else float("nan")
 
 
-def measure_once(contender: Contender, path: str, seconds: float, connections: int) -> WrkResult:
+def measure_once(
+    contender: Contender, path: str, seconds: float, connections: int, *, wrk_cpu: str | None = None
+) -> WrkResult:
     server = contender.server
     assert server is not None
     server.check_running()
     pgid = server.pid
     slots_before = slot_requests(contender.metrics_port) if contender.metrics_port else {}
     cpu_before = group_cpu(pgid)
-    result = run_wrk(f"http://{HOST}:{contender.port}{path}", seconds, connections)
+    result = run_wrk(f"http://{HOST}:{contender.port}{path}", seconds, connections, cpu=wrk_cpu)
     cpu_after = group_cpu(pgid)
     contender.busiest_share.append(_busiest_share(cpu_before, cpu_after, contender.workers))
     if result.requests:
@@ -144,15 +146,22 @@ def measure_once(contender: Contender, path: str, seconds: float, connections: i
 
 
 def alternate(
-    contenders: Sequence[Contender], path: str, rounds: int, seconds: float, connections: int
+    contenders: Sequence[Contender],
+    path: str,
+    rounds: int,
+    seconds: float,
+    connections: int,
+    *,
+    wrk_cpu: str | None = None,
 ) -> None:
     """Warm each contender up, then ``rounds`` rounds in rotating order."""
     for contender in contenders:
-        run_wrk(f"http://{HOST}:{contender.port}{path}", WARMUP_SECONDS, connections)
+        url = f"http://{HOST}:{contender.port}{path}"
+        run_wrk(url, WARMUP_SECONDS, connections, cpu=wrk_cpu)
     order = list(contenders)
     for number in range(rounds):
         for contender in order:
-            result = measure_once(contender, path, seconds, connections)
+            result = measure_once(contender, path, seconds, connections, wrk_cpu=wrk_cpu)
             contender.runs.append(result)
         summary = ", ".join(f"{c.key} {c.runs[-1].requests_per_second:,.0f}" for c in contenders)
         print(f"  round {number + 1}/{rounds} ({path}): {summary}", file=sys.stderr, flush=True)

@@ -19,13 +19,15 @@ requests, so it costs nothing per request either way. "Observability off" is
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench import middleware_cost, serving
 from bench.apps import CPU_LOOPS
-from bench.common import LoadWindow, Spread, shown, wrk_argv
+from bench.common import LoadWindow, Spread, pinned, shown, wrk_argv
 from bench.recovery import HOST, _importable
 from bench.serving import Contender, corral_argv
 
@@ -172,6 +174,62 @@ def contenders() -> list[Contender]:
     return made
 
 
+PINNED_ROUNDS = 8
+PINNED_SECONDS = 3.0
+PINNED_CONNECTIONS = 32
+SERVER_CPU, WRK_CPU = "0", "1"
+
+
+def pinned_contenders() -> list[Contender]:
+    """One worker on CPU 0, wrk on CPU 1: uvicorn bare and wrapped, corral off and full."""
+    py = sys.executable
+    made = []
+    for key, label, target in (
+        ("uvicorn", "uvicorn, 1 worker", APP),
+        (
+            "uvicorn-passthrough",
+            "uvicorn + a pass-through `async def`",
+            "bench.wrapped_apps:passthrough",
+        ),
+        ("uvicorn-metered", "uvicorn + `RequestMetricsMiddleware`", "bench.wrapped_apps:metered"),
+    ):
+        port = serving.new_port()
+        argv = [*pinned(SERVER_CPU), py, "-m", "uvicorn", target, "--host", HOST]
+        argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+        made.append(Contender(key, label, argv, port, 1))
+    port = serving.new_port()
+    argv = [*pinned(SERVER_CPU), *corral_argv(py, APP, port, None, workers=1, mode="process")]
+    made.append(
+        Contender(
+            "corral-off",
+            "corral, 1 worker, observability off",
+            argv,
+            port,
+            1,
+            env={"OTEL_SDK_DISABLED": "true"},
+        )
+    )
+    port, mport = serving.new_port(), serving.new_port()
+    argv = [*pinned(SERVER_CPU), *corral_argv(py, APP, port, mport, workers=1, mode="process")]
+    made.append(Contender("corral", "corral, 1 worker, full observability", argv, port, 1, mport))
+    return made
+
+
+def run_pinned() -> list[Contender]:
+    if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        return []
+    made = pinned_contenders()
+    try:
+        serving.start(made, "/")
+        serving.alternate(
+            made, "/", PINNED_ROUNDS, PINNED_SECONDS, PINNED_CONNECTIONS, wrk_cpu=WRK_CPU
+        )
+    finally:
+        for note in serving.stop(made):
+            print(f"  note: {note}", file=sys.stderr)
+    return made
+
+
 @dataclass(slots=True)
 class Result:
     hello: list[Contender]
@@ -180,6 +238,7 @@ class Result:
     missing: list[str]
     plan: Plan
     middleware: list[str]
+    pinned: list[Contender]
 
 
 def run(quick: bool) -> Result:
@@ -200,9 +259,10 @@ def run(quick: bool) -> Result:
         notes = serving.stop(wanted)
     for note in notes:
         print(f"  note: {note}", file=sys.stderr)
+    pinned_runs = [] if quick else run_pinned()
     middleware = [] if quick else middleware_cost.measure(quick)
     window.close()
-    return Result(wanted, cpu, window, missing, plan, middleware)
+    return Result(wanted, cpu, window, missing, plan, middleware, pinned_runs)
 
 
 def _cpu_twin(contender: Contender) -> Contender:
@@ -245,6 +305,44 @@ def _table(rows: Sequence[Contender], show_spread: bool) -> list[str]:
             slots = Spread.of(c.slot_share)
             line += f" {share.fmt(2)} | {slots.fmt(2) if slots.n else ''} |"
         lines.append(line)
+    return lines
+
+
+def _pinned_lines(rows: Sequence[Contender]) -> list[str]:
+    reference = next((c for c in rows if c.key == REFERENCE), None)
+    if reference is None:
+        return []
+    lines = [
+        "### One worker, pinned",
+        "",
+        f"The same comparison with less noise: one worker, every server process pinned to"
+        f" CPU {SERVER_CPU} and wrk to CPU {WRK_CPU} (`taskset`), {PINNED_CONNECTIONS}"
+        f" connections, {PINNED_ROUNDS} rounds of {PINNED_SECONDS:g} s in rotating order."
+        " The uvicorn rows serve the same app behind a wrapper, so they isolate what the"
+        " wrapper costs inside a real server, without corral's supervisor or worker.",
+        "",
+        "| server | req/s median (min-max) | vs uvicorn, per round | server CPU µs per request"
+        " | added CPU µs per request vs uvicorn, per round |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for c in rows:
+        rel = ratio(c, reference)
+        pairs = zip(c.cpu_us_per_request, reference.cpu_us_per_request, strict=False)
+        added = Spread.of([mine - theirs for mine, theirs in pairs])
+        lines.append(
+            f"| {c.label} | {c.spread('requests_per_second').fmt()}"
+            f" | {rel.median:.3f} ({rel.low:.3f}-{rel.high:.3f})"
+            f" | {Spread.of(c.cpu_us_per_request).fmt(1)} | {added.fmt(1)} |"
+        )
+    lines += [
+        "",
+        "Commands: "
+        + "; ".join(f"`{shown(c.argv)}`" for c in rows)
+        + "; load: `"
+        + shown(wrk_argv(f"http://{HOST}:PORT/", PINNED_SECONDS, PINNED_CONNECTIONS, cpu=WRK_CPU))
+        + "`.",
+        "",
+    ]
     return lines
 
 
@@ -308,6 +406,7 @@ def render(result: Result) -> str:
             *_table(result.cpu, show_spread=True),
             "",
         ]
+    lines += _pinned_lines(result.pinned)
     lines += result.middleware
     lines += [
         "- corral's full observability is its default: side port on, request metrics on,"
