@@ -8,14 +8,15 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_WORKERS ?= 4
 
-.PHONY: help venv system-packages lint test unit integration demo bench clean
-.PHONY: venv-ft test-ft
+.PHONY: help venv system-packages lint test unit integration demo bench bench-quick clean
+.PHONY: venv-ft test-ft bench-packages
 
 help:
 	@echo "make demo   - run corral on examples/hello.py with $(DEMO_WORKERS) workers"
 	@echo "make test   - create/update the venv, lint, and run the whole test suite"
 	@echo "make lint   - ruff and mypy --strict"
-	@echo "make bench  - measure crash-recovery latency; writes BENCHMARKS.md"
+	@echo "make bench  - corral vs its peers (~15 min); writes BENCHMARKS.md and docs/img/*.png"
+	@echo "make bench-quick - a ~60 s subset of make bench, printed (run it before a release)"
 	@echo "make test-ft - the test suite on a free-threaded CPython (built on first use)"
 
 # Re-install whenever pyproject.toml changes; the stamp records the last install.
@@ -49,8 +50,24 @@ demo: venv
 	@echo "corral demo: app on http://127.0.0.1:8000, status page and /metrics on http://127.0.0.1:9180"
 	$(BIN)/corral run examples.hello:app --workers $(DEMO_WORKERS) --log-format console
 
-bench: venv
-	$(BIN)/python bench/recovery.py --output BENCHMARKS.md
+# --- Benchmarks (issue 7; never part of `make test`) -------------------------
+# The peers and matplotlib come from the `bench` extra, installed into the main
+# venv on top of test and lint; wrk from apt (scripts/bench-packages.sh); the
+# free-threaded section uses $(FT_VENV).
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench]'
+	@touch $(BENCH_STAMP)
+
+bench-packages:
+	@bash scripts/bench-packages.sh
+
+bench: $(BENCH_STAMP) venv-ft bench-packages
+	$(BIN)/python -m bench.run --output BENCHMARKS.md --plots docs/img
+
+bench-quick: $(BENCH_STAMP) venv-ft bench-packages
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

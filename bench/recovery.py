@@ -28,8 +28,10 @@ before it has been up a full window is a *back-to-back* crash and is
 respawned after a backoff, by design. This bench measures the isolated-crash
 path, so it never kills a corral worker younger than the window plus 0.25 s.
 
-Run with ``make bench`` (writes ``BENCHMARKS.md``) or
-``.venv/bin/python bench/recovery.py --kills 30 [--output FILE] [--quick]``.
+This is section 2 of ``make bench`` (``bench/run.py`` calls ``measure``, and
+``make bench-quick`` runs corral process mode and uvicorn only, 5 kills). Alone:
+``.venv/bin/python bench/recovery.py --kills 30 [--output FILE] [--quick]``
+(``--output`` replaces the "2. Recovery" section of that file).
 Every server runs in its own session and is stopped with SIGTERM to its
 process group, then SIGKILL after 10 s, whatever happens.
 """
@@ -57,7 +59,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +88,7 @@ MAX_CRASH_ATTEMPTS = 200
 DEFAULT_KILLS = 30
 QUICK_KILLS = 5
 DEFAULT_TIME_LIMIT = 300.0
-SECTION_TITLE = "## Crash recovery"
+SECTION_TITLE = "## 2. Recovery"
 
 Record = dict[str, Any]
 REQUEST_ERRORS = (OSError, http.client.HTTPException, ValueError)
@@ -99,10 +101,11 @@ class BenchError(Exception):
 # --- Processes, logs and HTTP -------------------------------------------------
 
 
-def server_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "OTEL_"))}
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
     return env
 
 
@@ -145,7 +148,7 @@ def _killpg(pgid: int, signum: signal.Signals) -> None:
 class ServerProcess:
     """One server started in its own session, its merged stdout/stderr read by a thread."""
 
-    def __init__(self, name: str, argv: list[str]) -> None:
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.argv = argv
         self.lines: deque[str] = deque(maxlen=400)
@@ -155,7 +158,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env=server_env(),
+            env=server_env(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -261,6 +264,22 @@ class ServerProcess:
         if code not in (0, None) and not notes:
             notes.append(f"{self.name}: exit code {code} after SIGTERM (expected 0)")
         return notes
+
+
+def stop_all_servers(servers: Sequence[ServerProcess]) -> list[str]:
+    """Stop every server, even if one stop fails; SIGINT/SIGTERM wait until all are down."""
+    notes: list[str] = []
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        for server in servers:
+            try:
+                notes.extend(server.stop())
+            except Exception as exc:  # keep stopping the others
+                notes.append(f"{server.name}: stop failed: {type(exc).__name__}: {exc}")
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return notes
 
 
 def http_get(port: int, path: str, timeout: float = REQUEST_TIMEOUT) -> tuple[int, Record]:
@@ -435,6 +454,8 @@ class CorralSystem(System):
             "1000",
             "--restart-window",
             f"{RESTART_WINDOW:g}",
+            "--metrics-port",
+            "0",
         ]
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"crash-{mode}")
         self._crash_requests: list[Future[CrashOutcome]] = []
@@ -766,6 +787,49 @@ def render_table(systems: Sequence[System]) -> str:
     return "\n".join(rows)
 
 
+def _median(stats: Stats) -> float:
+    return stats.median
+
+
+def _p99(stats: Stats) -> float:
+    return stats.p99
+
+
+def target_lines(systems: Sequence[System]) -> list[str]:
+    """Whether corral (either mode) is the lowest at median and p99, for A and for B."""
+    pickers: tuple[tuple[str, Callable[[Stats], float]], ...] = (
+        ("median", _median),
+        ("p99", _p99),
+    )
+    lines = []
+    for interval in (INTERVALS[1], INTERVALS[3]):
+        stats = [(s, st) for s in systems if s.available if (st := interval_stats(s, interval))]
+        if not stats:
+            continue
+        parts = []
+        for name, pick in pickers:
+            best, best_stats = min(stats, key=lambda item: pick(item[1]))
+            verdict = "corral" if isinstance(best, CorralSystem) else "**not corral**"
+            parts.append(f"lowest {name}: {best.label} ({pick(best_stats):.1f} ms, {verdict})")
+        lines.append(f"- {interval.name}: " + "; ".join(parts) + ".")
+        peers = [(s, st) for s, st in stats if not isinstance(s, CorralSystem)]
+        for system, own in stats:
+            if isinstance(system, CorralSystem) and peers:
+                lines.append(f"  - {system.label}: " + _against_peers(own, peers))
+    return lines
+
+
+def _against_peers(own: Stats, peers: Sequence[tuple[System, Stats]]) -> str:
+    """How one corral mode compares with the best peer at median and at p99."""
+    parts = []
+    for name, value in (("median", _median), ("p99", _p99)):
+        peer, peer_stats = min(peers, key=lambda item: value(item[1]))
+        mine, theirs = value(own), value(peer_stats)
+        word = "lower" if mine < theirs else "**not lower**"
+        parts.append(f"{name} {mine:.1f} ms vs {theirs:.1f} ms ({peer.label}): {word}")
+    return "; ".join(parts) + "."
+
+
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -784,7 +848,7 @@ def machine_info() -> dict[str, str]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    packages = ("corral", "uvicorn", "uvloop", "httptools", "gunicorn")
+    packages = ("corral", "uvicorn", "uvloop", "httptools", "gunicorn", "uvicorn-worker")
     return {
         "nproc": nproc.strip(),
         "cpu": cpu,
@@ -815,9 +879,11 @@ def render_section(
     started_utc: datetime.datetime,
     runtime: float,
     notes: Sequence[str],
+    *,
+    invocation: str | None = None,
 ) -> str:
     info = machine_info()
-    invocation = shown([sys.executable, *sys.argv])
+    invocation = invocation or shown([sys.executable, *sys.argv])
     lines = [
         SECTION_TITLE,
         "",
@@ -830,17 +896,21 @@ def render_section(
         "",
         render_table(systems),
         "",
+        "Target: corral is the lowest at median and at p99.",
+        "",
+        *target_lines(systems),
+        "",
         "- **A**: from the kill until the replacement worker exists: corral's `spawn`"
-        " event (its `monotonic` stamp); for uvicorn, a new child pid in"
+        " event (its `monotonic` stamp); for uvicorn and gunicorn, a new child pid in"
         " `/proc/<main>/task/<main>/children`, polled every 1 ms.",
         "- **B**: from the kill until the replacement answers `200` to a request on a"
         " fresh connection (`GET /?slot=0` for corral, which the other slot answers"
-        " with `409`; `GET /` for uvicorn, until a pid not alive before the kill"
+        " with `409`; `GET /` for uvicorn and gunicorn, until a pid not alive before the kill"
         " answers). Requests are 1 ms apart, so B has about 1-2 ms of polling error.",
         "- `crash` / `ready` events: their `monotonic` stamps. `ready` is logged when the"
         " supervisor has processed the worker's report, so it may trail B slightly.",
         "- The kill: `SIGKILL` to slot 0's process (corral process mode) or to a worker"
-        " (uvicorn). corral thread mode cannot kill a thread: `GET /crash?slot=0` stops"
+        " (uvicorn, gunicorn). corral thread mode cannot kill a thread: `GET /crash?slot=0` stops"
         " the worker's event loop, and `t_kill` is taken just before the request that"
         " reached slot 0 (it includes that request's trip).",
         f"- {kills} kills per system, systems taken in turn (one kill each per round),"
@@ -856,7 +926,7 @@ def render_section(
         f"- Machine: {info['nproc']} CPUs (`nproc`), {info['cpu']}, {info['kernel']}",
         f"- Python: {info['python']}; {info['packages']}",
         "- Commands (cwd = repository root, `PYTHONPATH` = repository root;"
-        " uvicorn's port is a free one picked at run time):",
+        " uvicorn's and gunicorn's ports are free ones picked at run time):",
     ]
     for system in systems:
         if system.available:
@@ -978,18 +1048,32 @@ def ready_lag_note(system: CorralSystem) -> str | None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+@dataclass(slots=True)
+class RecoveryRun:
+    """Everything one recovery measurement produced; ``failure`` says why it stopped early."""
+
+    systems: list[System]
+    notes: list[str]
+    started_utc: datetime.datetime
+    runtime: float
+    failure: str | None
+
+
+def measure(
+    kills: int, time_limit: float, seed: int, keys: Sequence[str] | None = None
+) -> RecoveryRun:
+    """Start every system (or those named in ``keys``), run the kill rounds, stop them all
+    (whatever happens)."""
     t0 = time.monotonic()
     started_utc = datetime.datetime.now(datetime.UTC)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
     systems: list[System] = [
         CorralSystem("process"),
         CorralSystem("thread"),
         UvicornSystem(),
         gunicorn_system(),
     ]
+    if keys is not None:
+        systems = [s for s in systems if s.key in keys]
     active = [s for s in systems if s.available]
     started: list[System] = []
     notes: list[str] = []
@@ -999,7 +1083,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"starting {system.label}: {shown(system.argv)}", file=sys.stderr, flush=True)
             started.append(system)
             system.start()
-        run_rounds(active, args.kills, args.time_limit, args.seed)
+        run_rounds(active, kills, time_limit, seed)
     except BenchError as exc:
         failure = str(exc)
     except Interrupted as exc:
@@ -1012,17 +1096,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             for note in (ready_lag_note(system), _crash_request_note(system)):
                 if note:
                     notes.append(f"{system.label}: {note}")
-    runtime = time.monotonic() - t0
-    if failure is not None:
-        print(f"bench/recovery.py: FAILED: {failure}", file=sys.stderr)
-        for note in notes:
+    return RecoveryRun(systems, notes, started_utc, time.monotonic() - t0, failure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    run = measure(args.kills, args.time_limit, args.seed)
+    if run.failure is not None:
+        print(f"bench/recovery.py: FAILED: {run.failure}", file=sys.stderr)
+        for note in run.notes:
             print(f"  note: {note}", file=sys.stderr)
         return 1
-    section = render_section(systems, args.kills, started_utc, runtime, notes)
+    section = render_section(run.systems, args.kills, run.started_utc, run.runtime, run.notes)
     print(section)
     if args.output is not None:
         write_section(args.output, section)
-        print(f"wrote {args.output} ({runtime:.0f} s)", file=sys.stderr)
+        print(f"wrote {args.output} ({run.runtime:.0f} s)", file=sys.stderr)
     return 0
 
 

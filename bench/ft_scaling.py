@@ -1,0 +1,124 @@
+"""Section 7, free-threaded scaling: the CPU-bound endpoint on 1 and 2 workers.
+
+corral runs from ``.venv-ft`` (CPython 3.13t, GIL off; ``make venv-ft``) in
+thread mode and in process mode, with 1 and 2 workers, plus corral on the
+GIL build in thread mode with 1 and 2 workers to show what the GIL does to
+the same setup (2 threads cannot beat 1 there). wrk (driven from this, the GIL, interpreter) loads
+``GET /cpu``, which is pure-Python arithmetic: a worker can only go faster
+by running on another core at the same time. On 2 cores ideal scaling from
+1 to 2 workers is 2x, less whatever wrk and the kernel's loopback take.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass, field
+
+from bench import serving
+from bench.apps import CPU_LOOPS
+from bench.common import FT_PYTHON, HOST, LoadWindow, Spread, shown, wrk_argv
+from bench.serving import Contender, corral_argv
+
+APP = "bench.apps:app"
+PATH = "/cpu"
+CONNECTIONS = 16
+FULL_ROUNDS, FULL_SECONDS = 6, 4.0
+QUICK_ROUNDS, QUICK_SECONDS = 2, 2.0
+
+
+@dataclass(slots=True)
+class Result:
+    contenders: list[Contender] = field(default_factory=list)
+    rounds: int = 0
+    seconds: float = 0.0
+    skipped: str | None = None
+    window: LoadWindow = field(default_factory=LoadWindow)
+
+
+def _contender(python: str, build: str, mode: str, workers: int) -> Contender:
+    port, mport = serving.new_port(), serving.new_port()
+    return Contender(
+        f"{build}-{mode}-{workers}",
+        f"{build}, {mode} mode, {workers} worker{'s' if workers > 1 else ''}",
+        corral_argv(python, APP, port, mport, workers=workers, mode=mode),
+        port,
+        workers,
+        metrics_port=mport,
+    )
+
+
+def contenders(quick: bool) -> list[Contender]:
+    ft = str(FT_PYTHON)
+    made = [_contender(ft, "3.13t", "thread", 1), _contender(ft, "3.13t", "thread", 2)]
+    if quick:
+        return made
+    made += [_contender(ft, "3.13t", "process", 1), _contender(ft, "3.13t", "process", 2)]
+    gil = f"{platform.python_version()} (GIL)"
+    made += [
+        _contender(sys.executable, gil, "thread", 1),
+        _contender(sys.executable, gil, "thread", 2),
+    ]
+    return made
+
+
+def run(quick: bool) -> Result:
+    result = Result()
+    if not FT_PYTHON.exists():
+        result.skipped = f"{FT_PYTHON} does not exist; run `make venv-ft`"
+        result.window.close()
+        return result
+    result.contenders = contenders(quick)
+    result.rounds = QUICK_ROUNDS if quick else FULL_ROUNDS
+    result.seconds = QUICK_SECONDS if quick else FULL_SECONDS
+    try:
+        serving.start(result.contenders, "/")
+        serving.alternate(result.contenders, PATH, result.rounds, result.seconds, CONNECTIONS)
+    finally:
+        for note in serving.stop(result.contenders):
+            print(f"  note: {note}", file=sys.stderr)
+    result.window.close()
+    return result
+
+
+def scaling(two: Contender, one: Contender) -> Spread:
+    pairs = zip(two.runs, one.runs, strict=True)
+    return Spread.of([a.requests_per_second / b.requests_per_second for a, b in pairs])
+
+
+def render(result: Result) -> str:
+    lines = ["## 7. Free-threaded scaling", ""]
+    if result.skipped:
+        return "\n".join([*lines, f"Not measured: {result.skipped}.", ""])
+    singles = {c.key.rsplit("-", 1)[0]: c for c in result.contenders if c.workers == 1}
+    lines += [
+        f"`GET /cpu` ({CPU_LOOPS:,} iterations of pure-Python arithmetic per request), wrk"
+        f" with {CONNECTIONS} connections, {result.rounds} rounds of {result.seconds:g} s in"
+        " rotating order. Scaling = each round's 2-worker figure over the same build and"
+        " mode's 1-worker figure in that round; ideal on 2 cores is 2x.",
+        "",
+        "| corral | req/s median (min-max) | p50 ms | p99 ms | 2 workers vs 1, per round |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for c in result.contenders:
+        single = singles.get(c.key.rsplit("-", 1)[0])
+        scale = ""
+        if c.workers == 2 and single is not None:
+            s = scaling(c, single)
+            scale = f"{s.median:.2f}x ({s.low:.2f}-{s.high:.2f})"
+        lines.append(
+            f"| {c.label} | {c.spread('requests_per_second').fmt()}"
+            f" | {c.spread('p50_ms').median:.1f} | {c.spread('p99_ms').median:.1f} | {scale} |"
+        )
+    lines += [
+        "",
+        "![free-threaded scaling](docs/img/ft_scaling.png)",
+        "",
+        "- Commands:",
+        *[f"  - {c.label}: `{shown(c.argv)}`" for c in result.contenders],
+        f"  - load: `{shown(wrk_argv(f'http://{HOST}:PORT{PATH}', result.seconds, CONNECTIONS))}`",
+        "",
+        result.window.line(),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""Start servers side by side and drive them with wrk in alternating rounds.
+
+Used by the throughput comparison (section 1) and free-threaded scaling
+(section 7). Every contender is started once and stays up, idle, while the
+others are measured; each round runs wrk once against every contender, in
+an order that rotates by one each round (A B C, B C A, ...), so no server
+always goes first or always follows the same neighbour. Figures are the
+median, min and max over rounds.
+
+How evenly load spread over a contender's workers is measured the same way
+for every server: the CPU seconds each process of its group used during the
+wrk run (from ``/proc``). The ``workers`` busiest processes are its workers;
+the busiest one's share of their total is reported (0.5 is perfectly even
+with two workers). For corral the per-slot ``corral_http_requests_total``
+from ``/metrics`` is reported too. The same CPU readings, summed over the
+whole group and divided by the requests wrk completed, give the server's CPU
+time per request: less sensitive than req/s to how the kernel spread
+connections and to other load on the machine, though not immune to either.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bench.common import (
+    HOST,
+    BenchError,
+    ServerProcess,
+    Spread,
+    WrkResult,
+    free_port,
+    group_cpu,
+    run_wrk,
+    wait_http,
+)
+from bench.recovery import http_get, stop_all_servers
+
+STARTUP_TIMEOUT = 60.0
+WARMUP_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class Contender:
+    """One server configuration under load; ``argv`` is built with its ``port``."""
+
+    key: str
+    label: str
+    argv: list[str]
+    port: int
+    workers: int
+    metrics_port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    runs: list[WrkResult] = field(default_factory=list)
+    busiest_share: list[float] = field(default_factory=list)
+    slot_share: list[float] = field(default_factory=list)
+    cpu_us_per_request: list[float] = field(default_factory=list)
+    server: ServerProcess | None = None
+
+    def spread(self, attribute: str) -> Spread:
+        return Spread.of([getattr(run, attribute) for run in self.runs])
+
+
+def corral_argv(
+    python: str, app: str, port: int, metrics_port: int | None, *, workers: int, mode: str
+) -> list[str]:
+    argv = [python, "-m", "corral", "run", app, "--workers", str(workers), "--mode", mode]
+    argv += ["--host", HOST, "--port", str(port)]
+    if metrics_port is None:
+        argv += ["--no-metrics", "--no-request-metrics"]
+    else:
+        argv += ["--metrics-port", str(metrics_port)]
+    return argv
+
+
+def slot_requests(metrics_port: int) -> dict[str, float]:
+    """``corral_http_requests_total`` summed per slot, from one /metrics scrape."""
+    body = scrape(metrics_port)
+    counts: dict[str, float] = {}
+    for labels, value in re.findall(_REQUESTS_LINE, body, re.MULTILINE):
+        slot = re.search(r'slot="(\d+)"', labels)
+        if slot:
+            counts[slot.group(1)] = counts.get(slot.group(1), 0.0) + float(value)
+    return counts
+
+
+_REQUESTS_LINE = r"^corral_http_requests_total\{([^}]*)\} ([0-9.e+]+)$"
+
+
+def scrape(metrics_port: int, timeout: float = 10.0) -> str:
+    """The text of one ``GET /metrics`` on corral's side port."""
+    conn = http.client.HTTPConnection(HOST, metrics_port, timeout=timeout)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        body = response.read().decode()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise BenchError(f"/metrics answered {response.status}")
+    return body
+
+
+def start(contenders: Sequence[Contender], path: str) -> None:
+    for contender in contenders:
+        print(f"  starting {contender.label}", file=sys.stderr, flush=True)
+        contender.server = ServerProcess(contender.label, contender.argv, contender.env)
+        wait_http(contender.port, path, STARTUP_TIMEOUT, contender.server)
+
+
+def stop(contenders: Sequence[Contender]) -> list[str]:
+    return stop_all_servers([c.server for c in contenders if c.server is not None])
+
+
+def _busiest_share(before: dict[int, float], after: dict[int, float], workers: int) -> float:
+    used = sorted((after[p] - before.get(p, 0.0) for p in after), reverse=True)[:workers]
+    total = sum(used)
+    return used[0] / total if total > 0 else float("nan")
+
+
+def measure_once(
+    contender: Contender, path: str, seconds: float, connections: int, *, wrk_cpu: str | None = None
+) -> WrkResult:
+    server = contender.server
+    assert server is not None
+    server.check_running()
+    pgid = server.pid
+    slots_before = slot_requests(contender.metrics_port) if contender.metrics_port else {}
+    cpu_before = group_cpu(pgid)
+    result = run_wrk(f"http://{HOST}:{contender.port}{path}", seconds, connections, cpu=wrk_cpu)
+    cpu_after = group_cpu(pgid)
+    contender.busiest_share.append(_busiest_share(cpu_before, cpu_after, contender.workers))
+    if result.requests:
+        used = sum(after - cpu_before.get(pid, 0.0) for pid, after in cpu_after.items())
+        contender.cpu_us_per_request.append(used * 1e6 / result.requests)
+    if contender.metrics_port:
+        slots_after = slot_requests(contender.metrics_port)
+        served = [slots_after[s] - slots_before.get(s, 0.0) for s in slots_after]
+        if sum(served) > 0:
+            contender.slot_share.append(max(served) / sum(served))
+    return result
+
+
+def alternate(
+    contenders: Sequence[Contender],
+    path: str,
+    rounds: int,
+    seconds: float,
+    connections: int,
+    *,
+    wrk_cpu: str | None = None,
+) -> None:
+    """Warm each contender up, then ``rounds`` rounds in rotating order."""
+    for contender in contenders:
+        url = f"http://{HOST}:{contender.port}{path}"
+        run_wrk(url, WARMUP_SECONDS, connections, cpu=wrk_cpu)
+    order = list(contenders)
+    for number in range(rounds):
+        for contender in order:
+            result = measure_once(contender, path, seconds, connections, wrk_cpu=wrk_cpu)
+            contender.runs.append(result)
+        summary = ", ".join(f"{c.key} {c.runs[-1].requests_per_second:,.0f}" for c in contenders)
+        print(f"  round {number + 1}/{rounds} ({path}): {summary}", file=sys.stderr, flush=True)
+        order = order[1:] + order[:1]
+        time.sleep(0.2)
+
+
+def new_port() -> int:
+    return free_port()
+
+
+def check_answers(contender: Contender, path: str) -> None:
+    """One plain request, so a misconfigured contender fails loudly before the runs."""
+    status, _ = http_get(contender.port, path)
+    if status != 200:
+        raise BenchError(f"{contender.label}: {path} answered {status}")
