@@ -25,6 +25,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from corral.owned_dir import sweep_abandoned
+from corral.request_stats import DIRECTORY_PREFIX, default_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 Event = dict[str, Any]
 
@@ -320,6 +323,14 @@ def corral() -> Iterator[Callable[..., CorralProcess]]:
     yield start
     for process in started:
         process.kill_hard()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sweep_request_stats_directories() -> Iterator[None]:
+    """Teardown SIGKILLs corral, which cannot remove its /dev/shm directory; each new
+    corral sweeps its dead predecessors', and this sweeps the last ones."""
+    yield
+    sweep_abandoned(DIRECTORY_PREFIX, default_parent())
 
 
 @pytest.fixture(params=["process", "thread"])

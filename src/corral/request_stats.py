@@ -60,8 +60,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import shutil
-import tempfile
 import threading
 import time
 from bisect import bisect_left
@@ -70,6 +68,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
+
+from corral.owned_dir import OwnedDirectory
+
+# The pool's private directory is named <parent>/corral-stats-XXXXXXXX.
+DIRECTORY_PREFIX = "corral-stats-"
 
 # --- The layout -----------------------------------------------------------------
 
@@ -350,8 +353,10 @@ class RequestStatsPool:
     """
 
     def __init__(self, directory: Path | None = None) -> None:
-        parent = directory if directory is not None else _default_parent()
-        self.directory = Path(tempfile.mkdtemp(prefix="corral-stats-", dir=parent))
+        parent = str(directory) if directory is not None else default_parent()
+        # Also sweeps the directories of supervisors that were SIGKILLed.
+        self._owned = OwnedDirectory(DIRECTORY_PREFIX, parent)
+        self.directory = self._owned.path
         self._lock = threading.Lock()
         self._lanes: list[_Lane] = []
         self._free: list[int] = []
@@ -430,7 +435,7 @@ class RequestStatsPool:
                 lane.close()
             self._lanes.clear()
             self._free.clear()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self._owned.close()
 
     def __enter__(self) -> RequestStatsPool:
         return self
@@ -473,7 +478,7 @@ def _render(totals: _Totals, in_flight: float) -> SlotRequestStats:
     )
 
 
-def _default_parent() -> str | None:
+def default_parent() -> str | None:
     shm = "/dev/shm"
     if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
         return shm

@@ -473,7 +473,7 @@ def test_lane_reuse_keeps_the_file_count_bounded(pool: RequestStatsPool) -> None
             _request(RequestMetricsMiddleware(_status_app(200), recorder))
         pool.release(old)
 
-    assert len(os.listdir(pool.directory)) == workers + 1
+    assert len(list(pool.directory.glob("lane-*.stats"))) == workers + 1
     stats = pool.snapshot()
     assert sorted(stats) == list(range(workers))
     for slot in range(workers):
@@ -553,4 +553,4 @@ def test_snapshots_from_many_threads_during_churn_are_monotonic_and_end_exact(
     for slot in range(workers):
         assert stats[slot].requests == {**_zeros(), ("GET", "2xx"): cycles / workers * 3}
         assert stats[slot].duration_count == cycles / workers * 3
-    assert len(os.listdir(pool.directory)) == workers
+    assert len(list(pool.directory.glob("lane-*.stats"))) == workers
