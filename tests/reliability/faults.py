@@ -1,0 +1,137 @@
+"""Fault injection that knows which requests each fault may take down.
+
+A worker killed with requests in flight takes exactly those requests with
+it: that failure is unavoidable. Every other failure is a bug. To tell them
+apart, each kill records the client ports of the connections the victim held
+at the moment it died:
+
+* process mode: the victim is SIGSTOPped first (so it cannot accept another
+  connection), its TCP connections are read from ``/proc`` with psutil, then
+  it gets a real SIGKILL. Connections still in the shared listener's backlog
+  belong to nobody and are served by a sibling.
+* thread mode: a thread cannot be SIGKILLed; the equivalent is its event loop
+  failing. The chaos app's ``/crash?slot=N`` prints the client ports of the
+  requests that worker has in flight (a ``chaos_crash`` line) and stops its loop.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import psutil
+
+from tests.conftest import CorralProcess, eventually
+from tests.reliability.load import Attempt, Outcome
+
+# What a request in flight on a killed worker can see: the kernel resets or
+# closes a dead process's sockets; a thread worker's loop being torn down
+# cancels its request tasks, which uvicorn answers with a 500.
+PROCESS_KILL_OUTCOMES = frozenset({Outcome.RESET, Outcome.DISCONNECT})
+THREAD_CRASH_OUTCOMES = frozenset({Outcome.RESET, Outcome.DISCONNECT, Outcome.HTTP_ERROR})
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """One injected worker death and the client ports it took down."""
+
+    at: float  # monotonic, when injecting began
+    done: float  # monotonic, when the worker was surely dead
+    slot: int
+    pid: int | None
+    client_ports: frozenset[int] = field(default_factory=frozenset)
+
+
+def ready_workers(server: CorralProcess) -> list[dict[str, object]]:
+    """Rows of ``/workers`` whose worker is ready now."""
+    rows: list[dict[str, object]] = server.side("/workers").json()["workers"]
+    return [row for row in rows if row["state"] == "ready"]
+
+
+def kill_random_worker(server: CorralProcess, mode: str, rng: random.Random) -> Kill:
+    """Kill one random ready worker, the hard way its mode allows."""
+    deadline = time.monotonic() + 30
+    while not (ready := ready_workers(server)):
+        assert time.monotonic() < deadline, "no worker became ready within 30 s"
+        time.sleep(0.05)
+    row = rng.choice(ready)
+    slot = int(str(row["slot"]))
+    if mode == "process":
+        return sigkill(server, slot, int(str(row["pid"])))
+    return crash_thread(server, slot)
+
+
+def sigkill(server: CorralProcess, slot: int, pid: int) -> Kill:
+    """SIGSTOP, list its connections to the app port, SIGKILL."""
+    app_port = urlsplit(server.base_url).port
+    at = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        eventually(lambda: _stopped(pid), timeout=10, what=f"pid {pid} stopped")
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+        ports = frozenset(
+            c.raddr.port for c in connections if c.raddr and c.laddr.port == app_port
+        )
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    return Kill(at, time.monotonic(), slot, pid, ports)
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def crash_thread(server: CorralProcess, slot: int) -> Kill:
+    """Crash thread worker ``slot`` through the chaos app and read what it had in flight."""
+    before = len(_chaos_crashes(server, slot))
+    at = time.monotonic()
+    server.crash_slot("thread", slot)
+    lines = server.wait_for(lambda r: _is_chaos_crash(r, slot), timeout=10, count=before + 1)
+    ports = frozenset(int(port) for port in lines[before]["in_flight_clients"])
+    return Kill(at, time.monotonic(), slot, server.pid, ports)
+
+
+def _chaos_crashes(server: CorralProcess, slot: int) -> list[dict[str, object]]:
+    with server._cond:
+        return [r for r in server.records if _is_chaos_crash(r, slot)]
+
+
+def _is_chaos_crash(record: dict[str, object], slot: int) -> bool:
+    return record.get("chaos_crash") is True and record.get("slot") == slot
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Failures split into the ones a kill explains and the ones nothing does."""
+
+    explained: list[tuple[Attempt, Kill]]
+    unexplained: list[Attempt]
+
+
+def attribute(failures: Iterable[Attempt], kills: Iterable[Kill], mode: str) -> Attribution:
+    """A failure is explained only by a kill that held its connection, with a fitting outcome."""
+    allowed = PROCESS_KILL_OUTCOMES if mode == "process" else THREAD_CRASH_OUTCOMES
+    by_port: dict[int, list[Kill]] = {}
+    for kill in kills:
+        for port in kill.client_ports:
+            by_port.setdefault(port, []).append(kill)
+    explained: list[tuple[Attempt, Kill]] = []
+    unexplained: list[Attempt] = []
+    for attempt in failures:
+        candidates = by_port.get(attempt.client_port or -1, [])
+        kill = next(
+            (k for k in candidates if attempt.started <= k.done and attempt.ended >= k.at), None
+        )
+        if kill is not None and attempt.outcome in allowed:
+            explained.append((attempt, kill))
+        else:
+            unexplained.append(attempt)
+    return Attribution(explained, unexplained)

@@ -1,0 +1,102 @@
+"""What a scenario observes: lifecycle events in each sink, and the supervisor's resources.
+
+Every lifecycle event is seen three ways (README): a structlog line on
+stdout, the ``corral_lifecycle_events_total{kind}`` counter on ``/metrics``,
+and an OpenTelemetry span. A scenario counts each kind in every sink it can
+still reach, so the report shows "expected N, seen N / N / N" rather than
+trusting one of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import psutil
+
+from tests.conftest import CorralProcess, Metrics
+from tests.reliability.otlp import OtlpReceiver
+
+
+@dataclass(frozen=True, slots=True)
+class SinkCount:
+    """One event kind: what the scenario expected and what each sink holds.
+
+    ``None`` means the sink could not be asked (say, ``/metrics`` after exit).
+    """
+
+    kind: str
+    expected: str
+    log: int
+    metrics: int | None
+    spans: int | None
+
+    def consistent(self) -> bool:
+        """The sinks that were asked agree with the log."""
+        return all(seen in (None, self.log) for seen in (self.metrics, self.spans))
+
+
+def sink_counts(
+    server: CorralProcess,
+    expected: dict[str, str],
+    metrics: Metrics | None,
+    spans: OtlpReceiver | None,
+) -> list[SinkCount]:
+    """Count each kind in ``expected`` in the log, the given scrape and the span receiver."""
+    return [
+        SinkCount(
+            kind=kind,
+            expected=want,
+            log=len(server.events(kind)),
+            metrics=None
+            if metrics is None
+            else int(metrics.sum("corral_lifecycle_events_total", kind=kind)),
+            spans=None if spans is None else spans.count(kind),
+        )
+        for kind, want in expected.items()
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """One process's own figures (children excluded), from psutil."""
+
+    cpu_seconds: float  # user + system since it started
+    rss_bytes: int
+    fds: int  # entries in /proc/<pid>/fd
+    threads: int
+    children: int  # live descendants (workers, the forkserver)
+
+    @property
+    def rss_mib(self) -> float:
+        return self.rss_bytes / 2**20
+
+
+def sample(pid: int) -> Resources:
+    process = psutil.Process(pid)
+    with process.oneshot():
+        times = process.cpu_times()
+        return Resources(
+            cpu_seconds=times.user + times.system,
+            rss_bytes=process.memory_info().rss,
+            fds=process.num_fds(),
+            threads=process.num_threads(),
+            children=len(_live_children(process)),
+        )
+
+
+def _live_children(process: psutil.Process) -> list[psutil.Process]:
+    alive = []
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child)
+    return alive
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of ``pid``'s live descendants; empty if ``pid`` is gone."""
+    try:
+        return [child.pid for child in _live_children(psutil.Process(pid))]
+    except psutil.NoSuchProcess:
+        return []
