@@ -61,11 +61,17 @@ class LoadSpec:
     connections: int = 8
     duration: float | None = 10.0  # None: until ``stop()`` (capped at MAX_RUN_SECONDS)
     timeout: float = 30.0
+    max_requests: int | None = None  # stop scheduling after this many
 
     def describe(self) -> str:
         path = urlsplit(self.url)
         target = path.path + (f"?{path.query}" if path.query else "")
         length = f"{self.duration:g} s" if self.duration is not None else "until stopped"
+        if self.max_requests is not None:
+            return (
+                f"{self.max_requests} x GET {target} at once over {self.connections} "
+                "connections, one connection per request, loopback"
+            )
         return (
             f"GET {target} at <= {self.rate:g} req/s over {self.connections} connections, "
             f"{length}, one connection per request, loopback"
@@ -186,7 +192,7 @@ class LoadGenerator:
         spec = self.spec
         start = time.monotonic()
         limit = spec.duration if spec.duration is not None else MAX_RUN_SECONDS
-        schedule = _Schedule(start, spec.rate, start + limit)
+        schedule = _Schedule(start, spec.rate, start + limit, spec.max_requests)
         await asyncio.gather(*(self._connection(schedule) for _ in range(spec.connections)))
 
     async def _connection(self, schedule: _Schedule) -> None:
@@ -237,15 +243,16 @@ class LoadGenerator:
 class _Schedule:
     """Hands out due times ``t0 + i / rate`` until ``end``; shared by the connection tasks."""
 
-    def __init__(self, start: float, rate: float, end: float) -> None:
+    def __init__(self, start: float, rate: float, end: float, count: int | None) -> None:
         self._start = start
         self._interval = 1.0 / rate
         self._end = end
+        self._count = count
         self._index = 0
 
     def next_due(self) -> float | None:
         due = self._start + self._index * self._interval
-        if due >= self._end:
+        if due >= self._end or (self._count is not None and self._index >= self._count):
             return None
         self._index += 1
         return due
