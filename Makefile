@@ -78,3 +78,22 @@ venv-ft: $(FT_STAMP)
 test-ft: venv-ft system-packages
 	$(FT_BIN)/python scripts/check_gil.py
 	EXPECT_FREE_THREADED=1 $(FT_BIN)/pytest $(PYTEST_ARGS)
+
+# --- Reliability evidence (issue 6) ----------------------------------------------
+# `make reliability` runs the scenario suite (tests/reliability; each scenario
+# appends a JSON line to .reliability/results.jsonl) and renders RELIABILITY.md
+# from it, even when a scenario failed, then fails if any did. `make soak` runs
+# the long soak (CORRAL_SOAK_SECONDS, default 1800), which `make test` never runs.
+.PHONY: reliability soak
+RELIABILITY_RESULTS ?= .reliability/results.jsonl
+
+reliability: venv
+	CORRAL_RELIABILITY_RESULTS=$(RELIABILITY_RESULTS) $(BIN)/pytest tests/reliability $(PYTEST_ARGS); \
+		status=$$?; \
+		$(BIN)/python scripts/reliability_report.py --results $(RELIABILITY_RESULTS) \
+			--command "make reliability" && exit $$status
+
+soak: venv
+	CORRAL_RELIABILITY_RESULTS=.reliability/soak.jsonl $(BIN)/pytest tests/reliability -m soak $(PYTEST_ARGS)
+	$(BIN)/python scripts/reliability_report.py --results .reliability/soak.jsonl \
+		--output .reliability/SOAK.md --command "make soak"

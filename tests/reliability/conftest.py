@@ -96,7 +96,9 @@ def report(request: pytest.FixtureRequest, results_path: Path) -> Iterator[Scena
     """This test's report; the scenario name defaults to the test's docstring's first line."""
     function = request.function
     doc = (function.__doc__ or function.__name__).strip().splitlines()[0].rstrip(".")
-    mode = request.node.callspec.params.get("mode", "-") if hasattr(request.node, "callspec") else "-"
+    mode = (
+        request.node.callspec.params.get("mode", "-") if hasattr(request.node, "callspec") else "-"
+    )
     record = ScenarioReport(scenario=doc, mode=str(mode), test=request.node.nodeid)
     began = time.monotonic()
     yield record

@@ -74,9 +74,7 @@ def sigkill(server: CorralProcess, slot: int, pid: int) -> Kill:
     try:
         eventually(lambda: _stopped(pid), timeout=10, what=f"pid {pid} stopped")
         connections = psutil.Process(pid).net_connections(kind="tcp")
-        ports = frozenset(
-            c.raddr.port for c in connections if c.raddr and c.laddr.port == app_port
-        )
+        ports = frozenset(c.raddr.port for c in connections if c.raddr and c.laddr.port == app_port)
     finally:
         os.kill(pid, signal.SIGKILL)
     return Kill(at, time.monotonic(), slot, pid, ports)
@@ -127,11 +125,11 @@ def attribute(failures: Iterable[Attempt], kills: Iterable[Kill], mode: str) -> 
     unexplained: list[Attempt] = []
     for attempt in failures:
         candidates = by_port.get(attempt.client_port or -1, [])
-        kill = next(
+        holder = next(
             (k for k in candidates if attempt.started <= k.done and attempt.ended >= k.at), None
         )
-        if kill is not None and attempt.outcome in allowed:
-            explained.append((attempt, kill))
+        if holder is not None and attempt.outcome in allowed:
+            explained.append((attempt, holder))
         else:
             unexplained.append(attempt)
     return Attribution(explained, unexplained)

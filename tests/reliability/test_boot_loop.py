@@ -1,4 +1,4 @@
-"""An app that dies at boot: the restart budget ends the storm, and it costs the supervisor little."""
+"""An app that dies at boot: the restart budget ends the storm, cheaply for the supervisor."""
 
 from __future__ import annotations
 

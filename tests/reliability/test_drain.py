@@ -60,7 +60,9 @@ def test_sighup_rolling_restart_under_continuous_load(
     metrics = server.scrape()
     total = workers * (reloads + 1)
     eventually(lambda: otlp.count("drain_end") >= workers * reloads, timeout=30, what="spans")
-    report.faults = f"{reloads} SIGHUPs 1 s apart, each waited out (rolling restart of {workers} workers)"
+    report.faults = (
+        f"{reloads} SIGHUPs 1 s apart, each waited out (rolling restart of {workers} workers)"
+    )
     report.record_load(result, "none expected")
     report.events = sink_counts(
         server,
@@ -98,7 +100,9 @@ def test_sigterm_with_50_slow_requests_in_flight(
         exited = time.monotonic() - signalled
     result = load.result()
     eventually(lambda: otlp.count("supervisor_stop") >= 1, timeout=10, what="the stop span")
-    report.faults = "SIGTERM to the supervisor with 50 x 3 s requests in flight (--shutdown-timeout 30)"
+    report.faults = (
+        "SIGTERM to the supervisor with 50 x 3 s requests in flight (--shutdown-timeout 30)"
+    )
     report.record_load(result, "none expected")
     report.events = sink_counts(
         server,

@@ -34,7 +34,8 @@ SLOWLORIS = 20
 
 def _address(server: CorralProcess) -> tuple[str, int]:
     parts = urlsplit(server.metrics_url)
-    assert parts.hostname is not None and parts.port is not None
+    assert parts.hostname is not None
+    assert parts.port is not None
     return parts.hostname, parts.port
 
 
@@ -153,7 +154,8 @@ def test_side_port_abuse(
     after = sample(server.pid)
     metrics = server.scrape()
     report.faults = (
-        f"{IDLE} idle connections + {SLOWLORIS} slowloris heads (1 byte / 0.3 s), then one each of: "
+        f"{IDLE} idle connections + {SLOWLORIS} slowloris heads (1 byte / 0.3 s), "
+        "then one each of: "
         "1 MB header, 64 KiB random bytes, SSH banner, TLS ClientHello to the plain port"
     )
     report.record_load(result, "none expected")

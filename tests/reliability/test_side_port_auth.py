@@ -109,7 +109,8 @@ def test_plain_http_to_a_tls_side_port_fails_cleanly(
     report.figures["raw plain request got"] = raw
     report.figures["TLS without / with token"] = f"{absent.status_code} / {present.status_code}"
     assert len(failures) == 20, "plain HTTP never gets an answer from a TLS port"
-    assert "Traceback" not in raw and str(ROOT) not in raw
+    assert "Traceback" not in raw
+    assert str(ROOT) not in raw
     assert absent.status_code == 401
     assert not _leaks(absent.text)
     assert present.status_code == 200, "the port serves TLS after the plain attempts"
@@ -119,7 +120,8 @@ def test_plain_http_to_a_tls_side_port_fails_cleanly(
 def _raw_plain_request(url: str) -> str:
     """What a plain-text request to the TLS port reads back (at most the first 200 bytes)."""
     parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None
+    assert parts.hostname is not None
+    assert parts.port is not None
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         try:

@@ -30,9 +30,7 @@ def _exit_cleanly(server: CorralProcess, report: ScenarioReport, signum: signal.
     left = descendants(server.pid)
     server.send(signum)
     code = server.wait_exit(60)
-    eventually(
-        lambda: not any(pid_alive(pid) for pid in left), timeout=15, what=f"{left} all gone"
-    )
+    eventually(lambda: not any(pid_alive(pid) for pid in left), timeout=15, what=f"{left} all gone")
     report.figures["exit code"] = code
     report.figures["descendants before exit / alive after"] = (
         f"{len(left)} / {sum(pid_alive(p) for p in left)}"
