@@ -89,6 +89,7 @@ def _report_crash(slot: int | None, generation: int | None, scope: Scope) -> Non
         "event": "chaos crash",
         "chaos_crash": True,
         "pid": os.getpid(),
+        "monotonic": time.monotonic(),
         "slot": slot,
         "generation": generation,
         "in_flight_clients": ports,

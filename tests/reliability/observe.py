@@ -10,12 +10,15 @@ trusting one of them.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 import psutil
 
 from tests.conftest import CorralProcess, Metrics
 from tests.reliability.otlp import OtlpReceiver
+
+SPAN_SETTLE = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,19 @@ def sink_counts(
     metrics: Metrics | None,
     spans: OtlpReceiver | None,
 ) -> list[SinkCount]:
-    """Count each kind in ``expected`` in the log, the given scrape and the span receiver."""
+    """Count each kind in ``expected`` in the log, the given scrape and the span receiver.
+
+    Spans are exported in batches (every 100 ms) and a drain's span only ends
+    with the drain, so this first gives the receiver up to ``SPAN_SETTLE``
+    seconds to catch up with the log; whatever it holds then is reported.
+    """
+    if spans is not None:
+        receiver = spans
+        deadline = time.monotonic() + SPAN_SETTLE
+        while time.monotonic() < deadline and any(
+            receiver.count(kind) < len(server.events(kind)) for kind in expected
+        ):
+            time.sleep(0.05)
     return [
         SinkCount(
             kind=kind,

@@ -68,15 +68,11 @@ def test_kill_one_random_worker_every_1_to_2_s_under_load(
         otlp,
     )
     split = attribute(result.failures, kills, mode)
-    on_victims = sum(len(k.client_ports) for k in kills)
     kind = "SIGKILL to the worker pid" if mode == "process" else "/crash: the worker's loop fails"
     report.faults = f"{n} kills ({kind}), one random ready worker of {WORKERS} every 1-2 s"
     report.faults += f" for {KILL_SECONDS:g} s"
-    report.record_load(
-        result,
-        f"{len(split.explained)} in flight on the killed worker (its connection was among the "
-        f"{on_victims} the victims held when they died); {len(split.unexplained)} unexplained",
-    )
+    report.record_load(result, split.describe())
+    report.figures["unexplained failures"] = split.unexplained_summary(kills)
     report.events = counts
     report.figures["requests per kill (max)"] = max(
         (sum(1 for _, k in split.explained if k is kill) for kill in kills), default=0

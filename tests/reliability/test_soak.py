@@ -75,11 +75,8 @@ def test_soak(
         f"{n} kills (one every {KILL_EVERY:g} s) and {reloads} SIGHUPs (one every "
         f"{RELOAD_EVERY:g} s) over {SOAK_SECONDS:g} s"
     )
-    report.record_load(
-        result,
-        f"{len(split.explained)} in flight on a killed worker; "
-        f"{len(split.unexplained)} unexplained",
-    )
+    report.record_load(result, split.describe())
+    report.figures["unexplained failures"] = split.unexplained_summary(kills)
     report.events = sink_counts(
         server, {"crash": f"{n} (= kills)", "respawn": f"{n} (= kills)", "reload": str(reloads)},
         metrics, otlp,
