@@ -40,9 +40,33 @@ class Machine:
         )
 
 
+# Rows follow the order of the scenario table in issue 6; others go last.
+ORDER = (
+    "kill",
+    "sighup rolling",
+    "sigterm with 50",
+    "requests longer",
+    "hung",
+    "hang",
+    "max-requests",
+    "boot",
+    "side port abuse",
+    "soak",
+    "signal storm",
+    "side port auth",
+    "side port tls",
+)
+
+
+def _rank(row: dict[str, Any]) -> tuple[int, str, str]:
+    name = row["scenario"].lower()
+    index = next((i for i, prefix in enumerate(ORDER) if name.startswith(prefix)), len(ORDER))
+    return index, row["test"].split("[")[0], row["mode"]
+
+
 def load(path: Path) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows.sort(key=lambda r: (r["test"].split("[")[0], r["mode"]))
+    rows.sort(key=_rank)
     return rows
 
 
@@ -100,6 +124,8 @@ def render(rows: list[dict[str, Any]], machine: Machine, command: str, when: str
         "stdout, `corral_lifecycle_events_total{kind}` from a `/metrics` scrape, and spans",
         "received by a loopback OTLP/HTTP receiver. `-` means the sink could not be asked",
         "(the side port closes when the process exits; spans are flushed at exit).",
+        "Resource figures are the supervisor process's own (psutil; children excluded). In",
+        "thread mode that process also runs the workers, so its CPU and RSS include theirs.",
         "",
         "| scenario | mode | result | load | faults injected | requests sent / failed "
         "| lifecycle events expected / seen | resource figures |",
