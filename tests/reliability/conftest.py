@@ -8,6 +8,22 @@ Fixtures a scenario uses (besides ``corral`` and ``mode`` from tests/conftest.py
 * ``report``: the test's ``ScenarioReport``. Fill it in; it is appended to
   the results file at teardown with the outcome, pass or fail.
 
+A scenario, in short (its docstring's first line is its name in the report)::
+
+    def test_hung_worker(start_corral, mode, otlp, report):
+        '''Hung worker: detected and replaced'''
+        server = start_corral(mode, 2, "--worker-timeout", "2")
+        spec = LoadSpec(server.base_url + "/slow?seconds=0.05", rate=50, duration=None)
+        with LoadGenerator(spec) as load:
+            ...  # inject the fault, wait for its events
+        result = load.result()
+        report.faults = "one /hang?seconds=60 request"
+        report.record_load(result, "why each failure could not be avoided")
+        report.events = sink_counts(server, {"crash": "1"}, server.scrape(), otlp)
+        report.record_resources("end", sample(server.pid))
+        report.figures["detected after s"] = 2.4
+        assert ...
+
 Results go to ``$CORRAL_RELIABILITY_RESULTS`` (default
 ``.reliability/results.jsonl``), emptied once per session;
 ``scripts/reliability_report.py`` renders them as ``RELIABILITY.md``.

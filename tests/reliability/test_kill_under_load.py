@@ -27,6 +27,7 @@ KILL_SECONDS = float(os.environ.get("CORRAL_RELIABILITY_KILL_SECONDS", "60"))
 WORKERS = 4
 
 
+@pytest.mark.timeout(KILL_SECONDS + 120)
 def test_kill_one_random_worker_every_1_to_2_s_under_load(
     start_corral: StartCorral, mode: str, otlp: OtlpReceiver, report: ScenarioReport
 ) -> None:
