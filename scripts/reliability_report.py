@@ -1,7 +1,9 @@
 """Render RELIABILITY.md from the reliability suite's results (one JSON line per scenario run).
 
 Usage: python scripts/reliability_report.py [--results .reliability/results.jsonl]
-[--output RELIABILITY.md] [--command "make reliability"]
+[--soak .reliability/soak.jsonl] [--output RELIABILITY.md] [--command "make reliability"]
+
+The soak's rows (from the last ``make soak``) are included when its file exists.
 
 The table has one row per scenario and worker mode. The results come from
 tests/reliability (see its conftest.py); this script only formats them, so
@@ -64,10 +66,20 @@ def _rank(row: dict[str, Any]) -> tuple[int, str, str]:
     return index, row["test"].split("[")[0], row["mode"]
 
 
-def load(path: Path) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def load(*paths: Path) -> list[dict[str, Any]]:
+    rows = [
+        json.loads(line)
+        for path in paths
+        if path.exists()
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
     rows.sort(key=_rank)
     return rows
+
+
+def _stamp(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _cell(text: str) -> str:
@@ -101,7 +113,15 @@ def _figures(row: dict[str, Any]) -> str:
     return "<br>".join(f"{k}: {v}" for k, v in row["figures"].items()) or "-"
 
 
-def render(rows: list[dict[str, Any]], machine: Machine, command: str, when: str) -> str:
+def render(rows: list[dict[str, Any]], machine: Machine, command: str) -> str:
+    suite = [r for r in rows if not r["scenario"].lower().startswith("soak")]
+    soak = [r for r in rows if r not in suite]
+    when = _stamp(max(r["finished_at"] for r in suite)) if suite else "no suite run"
+    soaked = (
+        f"`make soak`, finished {_stamp(max(r['finished_at'] for r in soak))}"
+        if soak
+        else ("not run (`make soak`)")
+    )
     passed = sum(1 for r in rows if r["outcome"] == "passed")
     total_s = sum(r["duration_s"] for r in rows)
     lines = [
@@ -118,6 +138,7 @@ def render(rows: list[dict[str, Any]], machine: Machine, command: str, when: str
         f"* machine: {machine.host}, {machine.cpus} CPUs, {machine.system}",
         f"* python: {machine.python}",
         f"* command: `{command}`",
+        f"* soak rows: {soaked}",
         f"* scenarios: {passed} of {len(rows)} passed, {total_s:.0f} s of scenario time",
         "",
         "Lifecycle events are `kind: expected / log, metrics, spans`: the structlog lines on",
@@ -150,6 +171,7 @@ def render(rows: list[dict[str, Any]], machine: Machine, command: str, when: str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=ROOT / ".reliability" / "results.jsonl")
+    parser.add_argument("--soak", type=Path, default=ROOT / ".reliability" / "soak.jsonl")
     parser.add_argument("--output", type=Path, default=ROOT / "RELIABILITY.md")
     parser.add_argument("--command", default="make reliability")
     parser.add_argument("--python", default=sys.version.split()[0], help="the suite's python")
@@ -157,11 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.results.exists() or not args.results.read_text().strip():
         print(f"no results in {args.results}; run the reliability suite first", file=sys.stderr)
         return 1
-    rows = load(args.results)
-    when = datetime.datetime.fromtimestamp(
-        max(r["finished_at"] for r in rows), tz=datetime.UTC
-    ).strftime("%Y-%m-%d %H:%M UTC")
-    text = render(rows, Machine.here(args.python), args.command, when)
+    rows = load(args.results, args.soak)
+    text = render(rows, Machine.here(args.python), args.command)
     args.output.write_text(text)
     print(f"wrote {args.output} ({len(rows)} rows)")
     return 0
