@@ -14,6 +14,9 @@ Endpoints:
 * ``/hang?seconds=S``     blocks the worker's event loop for S seconds
 
 Set ``CHAOS_FAIL_STARTUP=1`` to make lifespan startup fail in every worker.
+Set ``CHAOS_STARTUP_DELAY_FILE=PATH`` to make lifespan startup wait as many
+seconds as that file holds, while it exists (so a test can slow down only
+the workers started after it writes the file).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            await asyncio.sleep(_startup_delay())
             if os.environ.get("CHAOS_FAIL_STARTUP") == "1":
                 await send({"type": "lifespan.startup.failed", "message": "CHAOS_FAIL_STARTUP=1"})
                 return
@@ -48,6 +52,17 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def _startup_delay() -> float:
+    path = os.environ.get("CHAOS_STARTUP_DELAY_FILE")
+    if not path:
+        return 0.0
+    try:
+        with open(path) as delay:
+            return float(delay.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0.0
 
 
 async def _respond(send: Send, status: int, payload: dict[str, Any]) -> None:

@@ -72,6 +72,23 @@ def sink_counts(
     ]
 
 
+def untracked_incarnations(server: CorralProcess) -> list[tuple[int, int]]:
+    """(slot, generation) of workers that were spawned, never ended, and are not current.
+
+    Every incarnation must end in a crash, exit or drain_end event, or be the
+    one ``/workers`` shows for its slot; anything else runs on untracked.
+    """
+    ended = {
+        (e["slot"], e["generation"])
+        for kind in ("crash", "exit", "drain_end")
+        for e in server.events(kind)
+    }
+    rows = server.side("/workers").json()["workers"]
+    current = {(row["slot"], row["generation"]) for row in rows}
+    spawned = {(e["slot"], e["generation"]) for e in server.events("spawn")}
+    return sorted(spawned - ended - current)
+
+
 @dataclass(frozen=True, slots=True)
 class Resources:
     """One process's own figures (children excluded), from psutil."""

@@ -19,7 +19,7 @@ from tests.conftest import CorralProcess, eventually
 from tests.reliability.conftest import StartCorral
 from tests.reliability.faults import Kill, attribute, kill_random_worker
 from tests.reliability.load import LoadGenerator, LoadSpec
-from tests.reliability.observe import Resources, sample, sink_counts
+from tests.reliability.observe import Resources, sample, sink_counts, untracked_incarnations
 from tests.reliability.otlp import OtlpReceiver
 from tests.reliability.report import ScenarioReport
 
@@ -91,11 +91,15 @@ def test_soak(
         f"{min(s.fds for s in warm)} / {max(s.fds for s in warm)}"
     )
     report.figures["request-stats files (max)"] = max(stats_files)
+    untracked = untracked_incarnations(server)
+    report.figures["untracked incarnations at the end"] = len(untracked)
     assert not split.unexplained, split.unexplained[:10]
     assert [c.log for c in report.events[:2]] == [n, n]
     assert all(c.consistent() for c in report.events), report.events
-    # Bounded: one file per concurrently live worker (old + new during a roll).
-    assert max(stats_files) <= 2 * WORKERS
+    assert not untracked, f"workers running untracked: {untracked}"
+    # Bounded: one file per concurrently live worker: current, retiring (a roll
+    # drains old workers side by side), one replacement and one respawn.
+    assert max(stats_files) <= 2 * WORKERS + 2
     # Stable: after warm-up, RSS grows by less than 20 MiB and fds by less than 20.
     assert max(s.rss_mib for s in warm) - warm[0].rss_mib < 20
     assert max(s.fds for s in warm) - warm[0].fds < 20
