@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CorralProcess, eventually, pid_alive
+from tests.conftest import eventually, pid_alive
 from tests.reliability.conftest import StartCorral
 from tests.reliability.observe import descendants, sink_counts, untracked_incarnations
 from tests.reliability.otlp import OtlpReceiver

@@ -81,16 +81,7 @@ def test_soak(
         server, {"crash": f"{n} (= kills)", "respawn": f"{n} (= kills)", "reload": str(reloads)},
         metrics, otlp,
     )  # fmt: skip
-    warm = samples[len(samples) // 4 :] or samples
-    report.record_resources("first quarter", warm[0])
-    report.record_resources("end", samples[-1])
-    report.figures["supervisor RSS MiB (min / max after warm-up)"] = (
-        f"{min(s.rss_mib for s in warm):.1f} / {max(s.rss_mib for s in warm):.1f}"
-    )
-    report.figures["supervisor fds (min / max after warm-up)"] = (
-        f"{min(s.fds for s in warm)} / {max(s.fds for s in warm)}"
-    )
-    report.figures["request-stats files (max)"] = max(stats_files)
+    warm = _record_figures(report, samples, stats_files)
     untracked = untracked_incarnations(server)
     report.figures["untracked incarnations at the end"] = len(untracked)
     assert not split.unexplained, split.unexplained[:10]
@@ -108,3 +99,20 @@ def test_soak(
 def _all_ready(server: CorralProcess) -> bool:
     rows = server.side("/workers").json()["workers"]
     return all(row["state"] == "ready" for row in rows)
+
+
+def _record_figures(
+    report: ScenarioReport, samples: list[Resources], stats_files: list[int]
+) -> list[Resources]:
+    """Resources after warm-up (the first quarter of the samples is skipped), which it returns."""
+    warm = samples[len(samples) // 4 :] or samples
+    report.record_resources("first quarter", warm[0])
+    report.record_resources("end", samples[-1])
+    report.figures["supervisor RSS MiB (min / max after warm-up)"] = (
+        f"{min(s.rss_mib for s in warm):.1f} / {max(s.rss_mib for s in warm):.1f}"
+    )
+    report.figures["supervisor fds (min / max after warm-up)"] = (
+        f"{min(s.fds for s in warm)} / {max(s.fds for s in warm)}"
+    )
+    report.figures["request-stats files (max)"] = max(stats_files)
+    return warm
