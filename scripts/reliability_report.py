@@ -48,6 +48,7 @@ ORDER = (
     "sighup rolling",
     "sigterm with 50",
     "requests longer",
+    "roll race",
     "hung",
     "hang",
     "max-requests",
