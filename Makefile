@@ -103,3 +103,23 @@ test-ft: venv-ft system-packages
 assets: venv
 	$(BIN)/python scripts/build_dashboard.py
 	$(BIN)/python scripts/build_kubernetes.py
+
+# --- Reliability evidence (issue 6) ----------------------------------------------
+# `make reliability` runs the scenario suite (tests/reliability; each scenario
+# appends a JSON line to .reliability/results.jsonl) and renders RELIABILITY.md
+# from it (plus the last soak's rows, if any), even when a scenario failed,
+# then fails if any did. `make soak` runs the long soak (CORRAL_SOAK_SECONDS,
+# default 1800) into .reliability/soak.jsonl; `make test` never runs it.
+.PHONY: reliability soak
+RELIABILITY_RESULTS ?= .reliability/results.jsonl
+SOAK_RESULTS ?= .reliability/soak.jsonl
+
+reliability: venv
+	CORRAL_RELIABILITY_RESULTS=$(RELIABILITY_RESULTS) $(BIN)/pytest tests/reliability $(PYTEST_ARGS); \
+		status=$$?; \
+		$(BIN)/python scripts/reliability_report.py --results $(RELIABILITY_RESULTS) \
+			--soak $(SOAK_RESULTS) --command "make reliability" && exit $$status
+
+soak: venv
+	CORRAL_RELIABILITY_RESULTS=$(SOAK_RESULTS) $(BIN)/pytest tests/reliability -m soak $(PYTEST_ARGS)
+	@echo "soak results in $(SOAK_RESULTS); make reliability puts them in RELIABILITY.md"

@@ -639,8 +639,10 @@ class Supervisor:
         decision = slot.budget.on_failure(now, uptime)
         if handle is slot.incoming:
             self._abort_roll(f"replacement for slot {slot.index} failed: {info.describe()}")
-            return
-        if handle is not slot.worker or self._phase is not Phase.RUNNING:
+            if slot.worker is not None or self._phase is not Phase.RUNNING:
+                return
+            # The worker it was replacing died first: restart the slot like any crash.
+        elif handle is not slot.worker or self._phase is not Phase.RUNNING:
             return
         if isinstance(decision, GiveUp):
             self._exhaust(slot, decision.restarts_in_window)
@@ -653,10 +655,15 @@ class Supervisor:
             budget_remaining=decision.budget_remaining,
         )
         slot.worker = None
-        if decision.delay > 0:
+        if slot.incoming is not None and slot.incoming is not handle:
+            # A rolling restart's replacement is already starting: it takes the
+            # slot once ready. A backoff respawn here would later overwrite it
+            # and leave it running untracked, serving and never drained.
+            slot.state = SlotState.STARTING
+        elif decision.delay > 0:
             slot.state = SlotState.BACKOFF
             slot.respawn_at = now + decision.delay
-        elif slot.incoming is None:
+        else:
             slot.worker = self._spawn(slot)
 
     def _detach(self, slot: _Slot, handle: WorkerHandle) -> None:

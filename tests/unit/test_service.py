@@ -893,8 +893,9 @@ def test_oversized_head_is_431(serve: Start, size: int) -> None:
         b"\x00" * 64,
         b"GET /metrics HTTP/1.1\r\nHost: x\r\nBad\x01Header: y\r\n\r\n",
         b"GET /m\xffetrics HTTP/1.1\r\n\r\n",
+        b"SSH-2.0-OpenSSH_9.6\r\n",
     ],
-    ids=["tls-hello", "random", "nul", "bad-header", "high-byte"],
+    ids=["tls-hello", "random", "nul", "bad-header", "high-byte", "ssh-banner"],
 )
 def test_garbage_gets_400_at_once_and_the_port_stays_up(
     service_logs: list[EventDict], serve: Start, payload: bytes
@@ -916,6 +917,10 @@ def test_looks_like_http() -> None:
     assert looks_like_http(b"GE")
     assert not looks_like_http(b"\x16\x03\x01")
     assert not looks_like_http(b"GET /\x00 HTTP/1.1")
+    # A complete first line must be a request line: text handshakes fail at once.
+    assert not looks_like_http(b"SSH-2.0-OpenSSH_9.6\r\n")
+    assert not looks_like_http(b"HELLO there\n")
+    assert looks_like_http(b"OPTIONS * HTTP/1.1\r\n")
 
 
 def test_idle_flood_does_not_block_requests_and_leaks_no_fds(serve: Start) -> None:

@@ -47,6 +47,10 @@ TEXT = "text/plain; charset=utf-8"
 # A request line is visible ASCII and spaces; anything else before the first
 # newline means the peer is not speaking HTTP/1.x.
 _NOT_REQUEST_LINE = re.compile(rb"[^\x20-\x7e]")
+# Once the first line is complete it must be "METHOD target HTTP/x.y": a
+# text handshake such as an SSH banner would otherwise sit in the buffer,
+# waiting for a blank line that never comes, until the header timeout.
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +118,11 @@ def error(status: int, body: str, *headers: tuple[str, str]) -> Response:
 
 def looks_like_http(pending: bytes) -> bool:
     """Whether ``pending`` (the start of a request head) can still become a request line."""
-    line = pending.lstrip(b"\r\n").split(b"\n", 1)[0]
-    return _NOT_REQUEST_LINE.search(line.removesuffix(b"\r")) is None
+    line, newline, _ = pending.lstrip(b"\r\n").partition(b"\n")
+    line = line.removesuffix(b"\r")
+    if _NOT_REQUEST_LINE.search(line) is not None:
+        return False
+    return not newline or _REQUEST_LINE.fullmatch(line) is not None
 
 
 class _Closed(Exception):
