@@ -18,6 +18,9 @@ help:
 	@echo "make bench  - corral vs its peers (~15 min); writes BENCHMARKS.md and docs/img/*.png"
 	@echo "make bench-quick - a ~60 s subset of make bench, printed (run it before a release)"
 	@echo "make test-ft - the test suite on a free-threaded CPython (built on first use)"
+	@echo "make reliability - the reliability scenarios; writes RELIABILITY.md"
+	@echo "make soak   - the 30-minute soak (never part of make test)"
+	@echo "make assets - regenerate the dashboard JSON and the Kubernetes copies"
 
 # Re-install whenever pyproject.toml changes; the stamp records the last install.
 $(STAMP): pyproject.toml
