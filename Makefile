@@ -55,7 +55,7 @@ demo: venv
 
 # --- Benchmarks (issue 7; never part of `make test`) -------------------------
 # The peers and matplotlib come from the `bench` extra, installed into the main
-# venv on top of test and lint; wrk from apt (scripts/bench-packages.sh); the
+# venv on top of test and lint; wrk from apt (scripts/system-packages.sh wrk=wrk); the
 # free-threaded section uses $(FT_VENV).
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -64,7 +64,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	@touch $(BENCH_STAMP)
 
 bench-packages:
-	@bash scripts/bench-packages.sh
+	@bash scripts/system-packages.sh wrk=wrk
 
 bench: $(BENCH_STAMP) venv-ft bench-packages
 	$(BIN)/python -m bench.run --output BENCHMARKS.md --plots docs/img

@@ -274,7 +274,7 @@ def wrk_argv(
 
 def require_wrk() -> None:
     if shutil.which("wrk") is None:
-        raise BenchError("wrk is not on PATH; run `make bench` (scripts/bench-packages.sh)")
+        raise BenchError("wrk is not on PATH; run `make bench` (it apt-installs wrk)")
 
 
 def pinned(cpu: str | None) -> list[str]:

@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Install the Debian packages the test suite drives for real: promtool (from
-# the prometheus package) checks /metrics and the alert rules, prometheus and
-# prometheus-alertmanager run the alerting end-to-end test, docker-compose
-# validates the Compose file offline (no daemon needed), chromium renders the
-# status page. Idempotent: does nothing when all are already on PATH.
+# Install, through apt-get, the Debian packages that make targets drive for
+# real. Arguments are COMMAND=PACKAGE pairs: PACKAGE is installed when COMMAND
+# is not on PATH. With no arguments, the test suite's set: promtool and
+# prometheus (the prometheus package) check /metrics and the alert rules and
+# run the alerting end-to-end test with prometheus-alertmanager,
+# docker-compose validates the Compose file offline (no daemon needed),
+# chromium renders the status page. `make bench` asks for wrk=wrk.
+# Idempotent: does nothing when every command is already on PATH.
 set -euo pipefail
 
+wanted=("$@")
+if [ ${#wanted[@]} -eq 0 ]; then
+    wanted=(
+        promtool=prometheus
+        prometheus=prometheus
+        prometheus-alertmanager=prometheus-alertmanager
+        docker-compose=docker-compose
+        chromium=chromium
+    )
+fi
 missing=()
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
-command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
-command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+for pair in "${wanted[@]}"; do
+    command -v "${pair%%=*}" >/dev/null 2>&1 || missing+=("${pair#*=}")
+done
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
