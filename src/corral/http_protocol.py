@@ -9,9 +9,12 @@ been answered, will not retry, and sees "server disconnected" on a request it
 did send. Under load during a rolling restart, that happens.
 
 So a connection that has not yet sent a complete request head is given until
-the keep-alive timeout to do so, and that request is served with
-``Connection: close``. One still silent when the time is up is closed, so a slow
+the keep-alive timeout to do so, and that request is answered, then the
+connection closed (with ``Connection: close`` when the request is still
+running as the watch below sees it). One still silent when the time is up is closed, so a slow
 or silent client cannot hold a drain for longer than ``--timeout-keep-alive``.
+Such connections are watched on a short timer while the drain lasts, rather
+than by hooking ``data_received``: every request would pay for the hook.
 nginx draws the same line between a new connection and an idle one.
 """
 
@@ -19,6 +22,9 @@ from __future__ import annotations
 
 import asyncio
 from typing import Protocol, cast
+
+# How often a draining connection that has not sent its request is looked at.
+_WATCH_SECONDS = 0.02
 
 
 class _Cycle(Protocol):
@@ -32,7 +38,6 @@ class _UvicornHTTP(Protocol):
     loop: asyncio.AbstractEventLoop
     timeout_keep_alive: float
 
-    def data_received(self, data: bytes) -> None: ...
     def connection_lost(self, exc: Exception | None) -> None: ...
     def shutdown(self) -> None: ...
 
@@ -42,15 +47,8 @@ def with_fresh_connection_grace(base: type[asyncio.Protocol]) -> type[asyncio.Pr
     connections open through a drain, as the module docstring explains."""
 
     class FreshConnectionGrace(base):  # type: ignore[valid-type, misc]
-        _draining: bool = False
-        _first_request_deadline: asyncio.TimerHandle | None = None
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            me = cast(_UvicornHTTP, self)
-            if self._draining and me.cycle is not None:
-                self._cancel_deadline()
-                me.cycle.keep_alive = False  # answer this one, then close
+        _first_request_deadline: float = 0.0
+        _watch: asyncio.TimerHandle | None = None
 
         def shutdown(self) -> None:
             me = cast(_UvicornHTTP, self)
@@ -58,23 +56,25 @@ def with_fresh_connection_grace(base: type[asyncio.Protocol]) -> type[asyncio.Pr
                 super().shutdown()
                 return
             # No request yet: fresh, or its first request is still arriving.
-            self._draining = True
-            self._first_request_deadline = me.loop.call_later(
-                me.timeout_keep_alive, self._close_if_still_waiting
-            )
+            self._first_request_deadline = me.loop.time() + me.timeout_keep_alive
+            self._watch_for_first_request()
 
-        def _close_if_still_waiting(self) -> None:
-            self._first_request_deadline = None
-            super().shutdown()
+        def _watch_for_first_request(self) -> None:
+            """Only draining connections are watched, so serving pays nothing for this."""
+            self._watch = None
+            me = cast(_UvicornHTTP, self)
+            if me.cycle is not None:
+                super().shutdown()  # answered already: close; else: answer, then close
+            elif me.loop.time() >= self._first_request_deadline:
+                super().shutdown()  # silent all along: close
+            else:
+                self._watch = me.loop.call_later(_WATCH_SECONDS, self._watch_for_first_request)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_deadline()
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
             super().connection_lost(exc)
-
-        def _cancel_deadline(self) -> None:
-            if self._first_request_deadline is not None:
-                self._first_request_deadline.cancel()
-                self._first_request_deadline = None
 
     FreshConnectionGrace.__name__ = f"FreshConnectionGrace{base.__name__}"
     FreshConnectionGrace.__qualname__ = FreshConnectionGrace.__name__

@@ -1,67 +1,31 @@
 """Lifecycle spans reach a real OTLP/HTTP receiver, configured only by ``OTEL_*`` variables.
 
-The receiver is a plain HTTP server on loopback that decodes each
-``ExportTraceServiceRequest`` with the OTLP protobuf definitions, the way a
-collector would.
+The receiver (``tests/otlp_receiver.py``) is a plain HTTP server on loopback
+that decodes each ``ExportTraceServiceRequest`` the way a collector would.
 """
 
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.conftest import CorralProcess
+from tests.otlp_receiver import OtlpReceiver
 
 pytestmark = pytest.mark.integration
 
 
-class _Receiver(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.lock = threading.Lock()
-        self.requests: list[ExportTraceServiceRequest] = []
-        self.paths: list[str] = []
-        self.content_types: list[str] = []
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        with self.server.lock:
-            self.server.requests.append(request)
-            self.server.paths.append(self.path)
-            self.server.content_types.append(self.headers["content-type"])
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[_Receiver]:
-    server = _Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def receiver() -> Iterator[OtlpReceiver]:
+    server = OtlpReceiver().start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.close()
 
 
 def test_spans_are_exported_over_otlp_http(
-    corral: Callable[..., CorralProcess], receiver: _Receiver
+    corral: Callable[..., CorralProcess], receiver: OtlpReceiver
 ) -> None:
     host, port = receiver.server_address[:2]
     env = {

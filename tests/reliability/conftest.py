@@ -42,7 +42,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, CorralProcess
-from tests.reliability.otlp import OtlpReceiver
+from tests.otlp_receiver import OtlpReceiver
 from tests.reliability.report import ScenarioReport, append
 
 RESULTS_ENV = "CORRAL_RELIABILITY_RESULTS"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import psutil
 
 from tests.conftest import CorralProcess, Metrics
-from tests.reliability.otlp import OtlpReceiver
+from tests.otlp_receiver import OtlpReceiver
 
 SPAN_SETTLE = 15.0
 

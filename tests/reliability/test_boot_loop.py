@@ -8,9 +8,9 @@ import psutil
 import pytest
 
 from corral.errors import ExitCode
+from tests.otlp_receiver import OtlpReceiver
 from tests.reliability.conftest import StartCorral
 from tests.reliability.observe import sink_counts
-from tests.reliability.otlp import OtlpReceiver
 from tests.reliability.report import ScenarioReport
 
 pytestmark = pytest.mark.integration

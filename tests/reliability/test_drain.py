@@ -8,10 +8,10 @@ import time
 import pytest
 
 from tests.conftest import CorralProcess, eventually
+from tests.otlp_receiver import OtlpReceiver
 from tests.reliability.conftest import StartCorral
 from tests.reliability.load import LoadGenerator, LoadSpec, Outcome
 from tests.reliability.observe import sample, sink_counts
-from tests.reliability.otlp import OtlpReceiver
 from tests.reliability.report import ScenarioReport
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,10 @@ import pytest
 
 from corral.errors import ExitCode
 from tests.conftest import CorralProcess, eventually
+from tests.otlp_receiver import OtlpReceiver
 from tests.reliability.conftest import StartCorral
 from tests.reliability.load import LoadGenerator, LoadResult, LoadSpec, Outcome
 from tests.reliability.observe import sample, sink_counts
-from tests.reliability.otlp import OtlpReceiver
 from tests.reliability.report import ScenarioReport
 
 pytestmark = pytest.mark.integration

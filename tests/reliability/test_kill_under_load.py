@@ -13,11 +13,11 @@ import time
 
 import pytest
 
+from tests.otlp_receiver import OtlpReceiver
 from tests.reliability.conftest import StartCorral
 from tests.reliability.faults import Kill, attribute, kill_random_worker
 from tests.reliability.load import LoadGenerator, LoadSpec
 from tests.reliability.observe import sample, sink_counts
-from tests.reliability.otlp import OtlpReceiver
 from tests.reliability.report import ScenarioReport
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import eventually, pid_alive
+from tests.otlp_receiver import OtlpReceiver
 from tests.reliability.conftest import StartCorral
 from tests.reliability.observe import descendants, sink_counts, untracked_incarnations
-from tests.reliability.otlp import OtlpReceiver
 from tests.reliability.report import ScenarioReport
 
 pytestmark = pytest.mark.integration

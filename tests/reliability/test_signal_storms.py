@@ -14,10 +14,10 @@ import time
 import pytest
 
 from tests.conftest import CorralProcess, eventually, pid_alive
+from tests.otlp_receiver import OtlpReceiver
 from tests.reliability.conftest import StartCorral
 from tests.reliability.load import LoadGenerator, LoadSpec
 from tests.reliability.observe import descendants, sample, sink_counts
-from tests.reliability.otlp import OtlpReceiver
 from tests.reliability.report import ScenarioReport
 
 pytestmark = pytest.mark.integration

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CorralProcess, eventually
+from tests.otlp_receiver import OtlpReceiver
 from tests.reliability.conftest import StartCorral
 from tests.reliability.faults import Kill, attribute, kill_random_worker
 from tests.reliability.load import LoadGenerator, LoadSpec
 from tests.reliability.observe import Resources, sample, sink_counts, untracked_incarnations
-from tests.reliability.otlp import OtlpReceiver
 from tests.reliability.report import ScenarioReport
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak]

@@ -1,8 +1,11 @@
-"""A loopback OTLP/HTTP receiver that counts corral's lifecycle spans by event kind.
+"""A loopback OTLP/HTTP receiver: what a collector would see of corral's spans.
 
-The supervisor's ``/debug/traces`` ring holds only the last 1000 spans and
-disappears when the process exits; a receiver keeps every span, including
-the ones flushed at shutdown, so exit scenarios can still count them.
+It decodes each ``ExportTraceServiceRequest`` with the OTLP protobuf
+definitions, keeps every request (with its path and content type), and
+counts spans by lifecycle event kind. The supervisor's ``/debug/traces`` ring
+holds only the last 1000 spans and disappears when the process exits; a
+receiver keeps every span, including the ones flushed at shutdown, so exit
+scenarios can still count them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ class OtlpReceiver(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.lock = threading.Lock()
+        self.requests: list[ExportTraceServiceRequest] = []
+        self.paths: list[str] = []
+        self.content_types: list[str] = []
         self.kinds: Counter[str] = Counter()
         self.names: Counter[str] = Counter()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -57,8 +63,11 @@ class OtlpReceiver(ThreadingHTTPServer):
         with self.lock:
             return sum(self.names.values())
 
-    def record(self, request: ExportTraceServiceRequest) -> None:
+    def record(self, request: ExportTraceServiceRequest, path: str, content_type: str) -> None:
         with self.lock:
+            self.requests.append(request)
+            self.paths.append(path)
+            self.content_types.append(content_type)
             for resource_spans in request.resource_spans:
                 for scope in resource_spans.scope_spans:
                     for span in scope.spans:
@@ -75,7 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["content-length"]))
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
-        self.server.record(request)
+        self.server.record(request, self.path, self.headers["content-type"])
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", "0")
