@@ -91,6 +91,7 @@ def test_hung_process_worker_under_load(
     start_corral: StartCorral, otlp: OtlpReceiver, report: ScenarioReport
 ) -> None:
     """Hung worker (process mode): dumped, SIGKILLed, respawned"""
+    report.mode = "process"
     server = start_corral("process", 2, "--worker-timeout", f"{TIMEOUT:g}")
     before = sample(server.pid)
     with LoadGenerator(_load(server)) as load:
@@ -138,6 +139,7 @@ def test_hung_thread_worker_under_load_exits_9(
     start_corral: StartCorral, otlp: OtlpReceiver, report: ScenarioReport
 ) -> None:
     """Hung worker (thread mode, --on-hung-thread exit): drain the rest, exit 9"""
+    report.mode = "thread"
     server = start_corral("thread", 2, "--worker-timeout", f"{TIMEOUT:g}")
     before = sample(server.pid)
     with LoadGenerator(_load(server)) as load:
@@ -188,6 +190,7 @@ def test_hung_thread_worker_under_load_ignored(
     start_corral: StartCorral, otlp: OtlpReceiver, report: ScenarioReport
 ) -> None:
     """Hung worker (thread mode, --on-hung-thread ignore): serve on, recover"""
+    report.mode = "thread"
     server = start_corral(
         "thread", 2, "--worker-timeout", f"{TIMEOUT:g}", "--on-hung-thread", "ignore"
     )  # fmt: skip
