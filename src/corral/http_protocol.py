@@ -21,6 +21,7 @@ nginx draws the same line between a new connection and an idle one.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Protocol, cast
 
 # How often a draining connection that has not sent its request is looked at.
@@ -42,9 +43,23 @@ class _UvicornHTTP(Protocol):
     def shutdown(self) -> None: ...
 
 
+# One subclass per protocol class, however many workers start (thread workers
+# are started from the supervisor's thread, but keep the cache safe anyway).
+_subclasses: dict[type[asyncio.Protocol], type[asyncio.Protocol]] = {}
+_subclasses_lock = threading.Lock()
+
+
 def with_fresh_connection_grace(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
-    """Return a subclass of uvicorn's HTTP protocol class ``base`` that keeps fresh
+    """A subclass of uvicorn's HTTP protocol class ``base`` that keeps fresh
     connections open through a drain, as the module docstring explains."""
+    with _subclasses_lock:
+        made = _subclasses.get(base)
+        if made is None:
+            made = _subclasses[base] = _fresh_connection_grace(base)
+        return made
+
+
+def _fresh_connection_grace(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
 
     class FreshConnectionGrace(base):  # type: ignore[valid-type, misc]
         _first_request_deadline: float = 0.0
