@@ -77,6 +77,14 @@ def corral_argv(
     return argv
 
 
+def gunicorn_contender(python: str, app: str, workers: int) -> Contender:
+    """gunicorn with uvicorn's worker class, on a fresh port: the same in every section."""
+    port = new_port()
+    argv = [python, "-m", "gunicorn", app, "--workers", str(workers)]
+    argv += ["--bind", f"{HOST}:{port}", "--worker-class", "uvicorn_worker.UvicornWorker"]
+    return Contender("gunicorn", "gunicorn + UvicornWorker", argv, port, workers)
+
+
 def slot_requests(metrics_port: int) -> dict[str, float]:
     """``corral_http_requests_total`` summed per slot, from one /metrics scrape."""
     body = scrape(metrics_port)

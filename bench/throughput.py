@@ -103,27 +103,7 @@ def contenders() -> list[Contender]:
         )
     )
     if _importable("gunicorn") and _importable("uvicorn_worker"):
-        port = serving.new_port()
-        made.append(
-            Contender(
-                "gunicorn",
-                "gunicorn + UvicornWorker",
-                [
-                    py,
-                    "-m",
-                    "gunicorn",
-                    APP,
-                    "--workers",
-                    str(WORKERS),
-                    "--bind",
-                    f"{HOST}:{port}",
-                    "--worker-class",
-                    "uvicorn_worker.UvicornWorker",
-                ],
-                port,
-                WORKERS,
-            )
-        )
+        made.append(serving.gunicorn_contender(py, APP, WORKERS))
     if _importable("hypercorn"):
         port = serving.new_port()
         made.append(
