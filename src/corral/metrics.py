@@ -51,10 +51,7 @@ from corral import __version__
 from corral.lifecycle.events import CrashReason, EventKind
 from corral.request_stats import BUCKETS, RequestStatsPool, SlotRequestStats
 from corral.runtime import ModeDecision
-from corral.supervisor import SlotState, WorkerStatus
-
-# Slot states in which a worker (process or thread) exists.
-ALIVE_STATES = frozenset(s.value for s in (SlotState.STARTING, SlotState.READY, SlotState.DRAINING))
+from corral.states import ALIVE_STATES, SlotState, WorkerStatus
 
 READY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 DRAIN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -194,7 +191,7 @@ class FleetCollector(Collector):
         )
         alive.add_metric([], sum(1 for s in view.slots if s.state in ALIVE_STATES))
         ready = GaugeMetricFamily("corral_workers_ready", "Slots whose worker serves requests.")
-        ready.add_metric([], sum(1 for s in view.slots if s.state == "ready"))
+        ready.add_metric([], sum(1 for s in view.slots if s.state is SlotState.READY))
         state = GaugeMetricFamily(
             "corral_worker_state",
             "1 for the state each slot is in, 0 for the others.",
@@ -215,12 +212,12 @@ class FleetCollector(Collector):
         )
         for row in view.slots:
             label = str(row.slot)
-            for name in (s.value for s in SlotState):
-                state.add_metric([label, name], 1.0 if row.state == name else 0.0)
+            for each in SlotState:
+                state.add_metric([label, each.value], 1.0 if row.state is each else 0.0)
             if row.started_at is not None:
                 started.add_metric([label], row.started_at)
             budget.add_metric([label], row.budget_remaining)
-            exhausted.add_metric([label], 1.0 if row.state == "exhausted" else 0.0)
+            exhausted.add_metric([label], 1.0 if row.state is SlotState.EXHAUSTED else 0.0)
         yield from (desired, alive, ready, state, started, budget, exhausted)
 
 

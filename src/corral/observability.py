@@ -28,9 +28,8 @@ from corral.metrics import CorralMetrics
 from corral.request_stats import RequestStatsPool
 from corral.runtime import WorkerMode
 from corral.service.auth import load_web_config
-from corral.service.live import LiveSources, fleet_view
+from corral.service.live import LiveSources, SupervisorView, fleet_view
 from corral.service.server import ServiceSettings, SidePort
-from corral.supervisor import Supervisor
 from corral.tracing import RecentSpans, build_tracer_provider
 
 
@@ -49,7 +48,7 @@ class Observability:
         self.metrics: CorralMetrics | None = None
         self.side_port: SidePort | None = None
 
-    def attach(self, supervisor: Supervisor) -> None:
+    def attach(self, supervisor: SupervisorView) -> None:
         """Register the metrics and bind the side port; raises ``BindError``/``ConfigError``."""
         metrics = CorralMetrics(supervisor.mode_decision)
         self.metrics = metrics
@@ -59,7 +58,7 @@ class Observability:
             sink_errors=self.collector.sink_errors,
             sink_names=self.collector.sink_names,
             request_stats=self.request_stats,
-            threads=supervisor.mode is WorkerMode.THREAD,
+            threads=supervisor.mode_decision.mode is WorkerMode.THREAD,
         )
         if not self.config.metrics:
             return

@@ -183,3 +183,56 @@ def escalate(
     if any(flags) and action is ExhaustedAction.EXIT:
         return Escalation(stop=True, exit_code=ExitCode.BUDGET_EXHAUSTED)
     return Escalation(stop=False)
+
+
+# --- What a slot does after one of its incarnations failed -------------------
+
+
+class Role(enum.Enum):
+    """Which of its slot's incarnations a worker was when it ended."""
+
+    CURRENT = "current"  # the slot's serving (or booting) worker
+    INCOMING = "incoming"  # a rolling replacement that was not ready yet
+    RETIRING = "retiring"  # an older incarnation, already replaced
+
+
+class Outcome(enum.Enum):
+    NOTHING = "nothing"  # not the slot's worker, or corral is stopping
+    EXHAUST = "exhaust"  # out of budget: the slot stops
+    RESPAWN_NOW = "respawn_now"
+    RESPAWN_LATER = "respawn_later"  # after the backoff delay
+    AWAIT_INCOMING = "await_incoming"  # a replacement already booting takes the slot
+
+
+@dataclass(frozen=True, slots=True)
+class AfterFailure:
+    outcome: Outcome
+    abort_roll: bool = False  # a rolling replacement failed: the roll stops here
+
+
+def after_failure(
+    role: Role,
+    decision: Decision,
+    *,
+    running: bool,
+    has_current: bool,
+    incoming_booting: bool,
+) -> AfterFailure:
+    """Decide a slot's next step once its ``role`` incarnation failed and its budget decided.
+
+    A failed rolling replacement aborts the roll (the old worker keeps
+    serving); only if the worker it was replacing died first is the slot
+    restarted like after any crash. A replacement that is still booting
+    when the current worker dies *is* the restart: a backoff respawn beside
+    it would later leave one of the two running untracked.
+    """
+    abort = role is Role.INCOMING
+    if role is Role.RETIRING or not running or (abort and has_current):
+        return AfterFailure(Outcome.NOTHING, abort)
+    if isinstance(decision, GiveUp):
+        return AfterFailure(Outcome.EXHAUST, abort)
+    if incoming_booting and role is Role.CURRENT:
+        return AfterFailure(Outcome.AWAIT_INCOMING, abort)
+    if decision.delay > 0:
+        return AfterFailure(Outcome.RESPAWN_LATER, abort)
+    return AfterFailure(Outcome.RESPAWN_NOW, abort)

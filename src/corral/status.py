@@ -17,17 +17,10 @@ from typing import Any
 
 import click
 
+from corral.states import STATE_STYLES, SlotState, parse_state
+
 DEFAULT_URL = "http://127.0.0.1:9180"
 TIMEOUT_SECONDS = 5.0
-
-_STATE_COLOURS = {
-    "ready": "green",
-    "starting": "yellow",
-    "draining": "yellow",
-    "backoff": "red",
-    "exhausted": "red",
-    "stopped": "bright_black",
-}
 
 
 class StatusError(Exception):
@@ -92,14 +85,16 @@ def render(report: StatusReport, now: float | None = None) -> list[str]:
     ]
     header = ("SLOT", "GEN", "STATE", "PID", "THREAD", "UPTIME", "RESTARTS", "BUDGET", "LAST EXIT")
     rows = [header]
-    states = []
+    states: list[SlotState | None] = []
     for worker in info.get("workers", []):
         started = worker.get("started_at")
+        state = parse_state(worker.get("state"))
+        states.append(state)
         rows.append(
             (
                 str(worker.get("slot")),
                 str(worker.get("generation")),
-                str(worker.get("state")),
+                STATE_STYLES[state].label if state else str(worker.get("state")),
                 _dash(worker.get("pid")),
                 _dash(worker.get("thread_id")),
                 _uptime(now - started) if isinstance(started, int | float) else "-",
@@ -108,13 +103,13 @@ def render(report: StatusReport, now: float | None = None) -> list[str]:
                 _dash(worker.get("last_exit")),
             )
         )
-        states.append(str(worker.get("state")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for index, row in enumerate(rows):
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
         if index > 0:
-            colour = _STATE_COLOURS.get(states[index - 1])
-            cells[2] = click.style(cells[2], fg=colour) if colour else cells[2]
+            state = states[index - 1]
+            if state is not None:
+                cells[2] = click.style(cells[2], fg=STATE_STYLES[state].terminal)
         else:
             cells = [click.style(cell, bold=True) for cell in cells]
         lines.append("  ".join(cells).rstrip())

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from corral.appload import load_app
 from corral.config import ServerConfig
-from corral.errors import ExitCode
-from corral.handles import ThreadWorker
+from corral.errors import ConfigError, ExitCode
 from corral.lifecycle import CrashReason, EventKind, LifecycleCollector, LifecycleEvent
 from corral.listeners import create_listeners, describe
 from corral.runtime import WorkerMode
-from corral.supervisor import Supervisor, WorkerStatus
+from corral.states import SlotState, WorkerStatus
+from corral.supervisor import Supervisor
+from corral.thread_worker import ThreadWorker
 
 APP_PATH = "examples.chaos:app"
 
@@ -83,7 +88,7 @@ def test_properties_and_status_snapshot(running: Running, mode: str) -> None:
     for row in rows:
         assert isinstance(row, WorkerStatus)
         assert row.mode == mode
-        assert row.state == "ready"
+        assert row.state is SlotState.READY
         assert row.generation == 1
         assert row.restarts_in_window == 0
         assert row.budget_remaining == 5
@@ -183,3 +188,80 @@ def test_a_worker_that_cannot_be_started_is_accounted_as_a_boot_crash(
     finally:
         supervisor.shutdown()
         thread.join(30)
+
+
+# --- The documented constructor, one argument at a time -----------------------------
+#
+# Supervisor(config, app, *, mode=None, ssl_context=None, lifecycle_collector=None,
+#            app_path=None), with mode, worker_count, run(sockets), shutdown() and
+# restart_workers(). The fixtures above cover lifecycle_collector, app_path, run,
+# shutdown, restart_workers and worker_count; these cover the rest.
+
+
+def _serve_briefly(
+    supervisor: Supervisor, config: ServerConfig, url_scheme: str = "http"
+) -> dict[str, object]:
+    """Run ``supervisor`` until one request was answered; return that answer."""
+    sockets = create_listeners(config)
+    url = describe(sockets[0], tls=url_scheme == "https")
+    thread = threading.Thread(target=supervisor.run, args=(sockets,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while [row.state for row in supervisor.status()] != [SlotState.READY]:
+            assert time.monotonic() < deadline, supervisor.status()
+            time.sleep(0.02)
+        body: dict[str, object] = httpx.get(url + "/", timeout=5, verify=False).json()
+        return body
+    finally:
+        supervisor.shutdown()
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("mode", [WorkerMode.THREAD, WorkerMode.PROCESS])
+def test_the_mode_argument_overrides_the_config(mode: WorkerMode) -> None:
+    other = WorkerMode.PROCESS if mode is WorkerMode.THREAD else WorkerMode.THREAD
+    config = ServerConfig(port=0, workers=1, mode=other)
+    supervisor = Supervisor(config, load_app(APP_PATH), mode=mode, app_path=APP_PATH)
+    assert supervisor.mode is mode
+    assert supervisor.mode_decision.mode is mode
+    answer = _serve_briefly(supervisor, config)
+    assert (answer["pid"] == os.getpid()) == (mode is WorkerMode.THREAD)
+    assert answer["slot"] == 0
+
+
+def test_an_ssl_context_serves_tls_in_thread_mode(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    config = ServerConfig(port=0, workers=1, mode=WorkerMode.THREAD)
+    supervisor = Supervisor(config, load_app(APP_PATH), ssl_context=context)
+    answer = _serve_briefly(supervisor, config, url_scheme="https")
+    assert answer["pid"] == os.getpid()  # served over TLS by a thread worker
+
+
+def test_process_mode_refuses_what_cannot_cross_into_a_process() -> None:
+    config = ServerConfig(port=0, workers=1, mode=WorkerMode.PROCESS)
+    app = load_app(APP_PATH)
+    with pytest.raises(ConfigError, match="needs app_path"):
+        Supervisor(config, app)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with pytest.raises(ConfigError, match="SSLContext cannot cross"):
+        Supervisor(config, app, app_path=APP_PATH, ssl_context=context)
+
+
+def test_without_a_collector_the_supervisor_makes_its_own() -> None:
+    config = ServerConfig(port=0, workers=1, mode=WorkerMode.THREAD)
+    supervisor = Supervisor(config, load_app(APP_PATH))
+    assert isinstance(supervisor.collector, LifecycleCollector)
+    _serve_briefly(supervisor, config)
+    kinds = [event.kind for event in supervisor.collector.recent(0)]
+    assert kinds[0] is EventKind.SUPERVISOR_START
+    assert kinds[-1] is EventKind.SUPERVISOR_STOP
+    assert EventKind.READY in kinds

@@ -8,13 +8,18 @@ from corral.config import ExhaustedAction, ServerConfig
 from corral.errors import ExitCode
 from corral.lifecycle.events import CrashReason
 from corral.policy import (
+    AfterFailure,
+    Decision,
     Escalation,
     ExitClass,
     ExitVerdict,
     GiveUp,
+    Outcome,
     Respawn,
     RestartPolicy,
+    Role,
     SlotBudget,
+    after_failure,
     classify_exit,
     escalate,
 )
@@ -350,3 +355,43 @@ def test_escalate_accepts_a_generator() -> None:
     assert escalate((f for f in [True, True]), ExhaustedAction.DEGRADE, False) == Escalation(
         stop=True, exit_code=ExitCode.BOOT_LOOP
     )
+
+
+# --- after_failure: a slot's next step once an incarnation failed ---------------------
+
+RESPAWN_NOW = Respawn(delay=0.0, restart_number=1, budget_remaining=4)
+RESPAWN_LATER = Respawn(delay=0.4, restart_number=2, budget_remaining=3)
+GIVE_UP = GiveUp(restarts_in_window=5)
+
+
+FailureCase = tuple[Role, Decision, bool, bool, bool, Outcome, bool]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (Role.CURRENT, RESPAWN_NOW, True, True, False, Outcome.RESPAWN_NOW, False),
+        (Role.CURRENT, RESPAWN_LATER, True, True, False, Outcome.RESPAWN_LATER, False),
+        (Role.CURRENT, GIVE_UP, True, True, False, Outcome.EXHAUST, False),
+        (Role.CURRENT, RESPAWN_NOW, True, True, True, Outcome.AWAIT_INCOMING, False),
+        (Role.CURRENT, RESPAWN_LATER, True, True, True, Outcome.AWAIT_INCOMING, False),
+        (Role.CURRENT, GIVE_UP, True, True, True, Outcome.EXHAUST, False),
+        (Role.CURRENT, RESPAWN_NOW, False, True, False, Outcome.NOTHING, False),
+        (Role.INCOMING, RESPAWN_NOW, True, True, False, Outcome.NOTHING, True),
+        (Role.INCOMING, GIVE_UP, True, True, False, Outcome.NOTHING, True),
+        (Role.INCOMING, RESPAWN_NOW, True, False, False, Outcome.RESPAWN_NOW, True),
+        (Role.INCOMING, RESPAWN_LATER, True, False, False, Outcome.RESPAWN_LATER, True),
+        (Role.INCOMING, GIVE_UP, True, False, False, Outcome.EXHAUST, True),
+        (Role.INCOMING, RESPAWN_NOW, False, False, False, Outcome.NOTHING, True),
+        (Role.RETIRING, RESPAWN_NOW, True, True, False, Outcome.NOTHING, False),
+        (Role.RETIRING, GIVE_UP, True, True, True, Outcome.NOTHING, False),
+    ],
+)
+def test_after_failure(case: FailureCase) -> None:
+    """Columns: role, budget decision, running, has a current worker, a replacement is
+    booting; then the expected outcome and whether the roll is aborted."""
+    role, decision, running, has_current, incoming, outcome, abort = case
+    after = after_failure(
+        role, decision, running=running, has_current=has_current, incoming_booting=incoming
+    )
+    assert after == AfterFailure(outcome, abort)

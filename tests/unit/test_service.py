@@ -442,7 +442,7 @@ def test_page_embeds_data_safely(serve: Start, fake: FakeSources) -> None:
     port = serve()
     page = httpx.get(port.url + "/").text
     assert hostile not in page
-    assert page.count("</script>") == 3  # the two data blocks and the script
+    assert page.count("</script>") == 4  # the three data blocks and the script
     assert "\\u003c/script\\u003e" in page
 
 

@@ -34,7 +34,7 @@ from corral.lifecycle.metrics_sink import PrometheusSink
 from corral.lifecycle.trace_sink import TraceSink
 from corral.metrics import CorralMetrics, FleetView
 from corral.runtime import ModeDecision, WorkerMode
-from corral.supervisor import WorkerStatus
+from corral.states import SlotState, WorkerStatus
 from corral.tracing import RecentSpans, build_tracer_provider, exporter_names, service_resource
 
 DECISION = ModeDecision(WorkerMode.PROCESS, "test", free_threaded_build=False, gil_enabled=True)
@@ -318,7 +318,7 @@ def row(
         pid=pid,
         thread_id=None,
         generation=1,
-        state=state,
+        state=SlotState(state),
         started_at=started_at,
         restarts_in_window=5 - budget,
         budget_remaining=budget,

@@ -8,33 +8,54 @@ directly and never waits on a worker.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
+from typing import Any, Protocol
 
 from corral.lifecycle.collector import LifecycleCollector
 from corral.lifecycle.feed import EventFeed
 from corral.metrics import CorralMetrics, FleetView
+from corral.runtime import ModeDecision
 from corral.service.sources import (
     EventCallback,
     MetricsPayload,
     Readiness,
     Unsubscribe,
 )
-from corral.supervisor import Phase, Supervisor
+from corral.states import Phase, SlotState, WorkerStatus
 from corral.tracing import RecentSpans
 
 # How long /healthz waits for the supervision loop to answer a ping.
 PING_TIMEOUT_SECONDS = 1.0
 
 
-def fleet_view(supervisor: Supervisor) -> FleetView:
+class SupervisorView(Protocol):
+    """What the side port reads from a supervisor; ``corral.supervisor.Supervisor`` is one.
+
+    A protocol, so that the side port depends on the slot vocabulary only,
+    never on the supervision mechanism.
+    """
+
+    @property
+    def phase(self) -> Phase: ...
+
+    @property
+    def worker_count(self) -> int: ...
+
+    @property
+    def mode_decision(self) -> ModeDecision: ...
+
+    def status(self) -> list[WorkerStatus]: ...
+
+    def ping(self, timeout: float = ...) -> bool: ...
+
+
+def fleet_view(supervisor: SupervisorView) -> FleetView:
     return FleetView(desired=supervisor.worker_count, slots=supervisor.status())
 
 
 class LiveSources:
     def __init__(
         self,
-        supervisor: Supervisor,
+        supervisor: SupervisorView,
         collector: LifecycleCollector,
         metrics: CorralMetrics,
         feed: EventFeed,
@@ -59,8 +80,8 @@ class LiveSources:
     def readiness(self) -> Readiness:
         phase = self._supervisor.phase
         rows = self._supervisor.status()
-        ready = sum(1 for row in rows if row.state == "ready")
-        serviceable = sum(1 for row in rows if row.state != "exhausted")
+        ready = sum(1 for row in rows if row.state is SlotState.READY)
+        serviceable = sum(1 for row in rows if row.state is not SlotState.EXHAUSTED)
         required = self._min_ready if self._min_ready is not None else max(1, serviceable)
         if phase is not Phase.RUNNING:
             return Readiness(False, f"supervisor is {phase.value}", ready, required)
@@ -77,7 +98,7 @@ class LiveSources:
             "gil_enabled": decision.gil_enabled,
             "phase": self._supervisor.phase.value,
             "desired": self._supervisor.worker_count,
-            "workers": [_row(asdict(row)) for row in self._supervisor.status()],
+            "workers": [_row(row.as_dict()) for row in self._supervisor.status()],
         }
 
     def events(self, since: int) -> list[dict[str, Any]]:
@@ -90,6 +111,6 @@ class LiveSources:
         return self._spans.snapshot() if self._spans is not None else []
 
 
-def _row(row: dict[str, Any]) -> dict[str, Any]:
+def _row(row: dict[str, object]) -> dict[str, object]:
     row.pop("mode", None)  # said once at the top level
     return row

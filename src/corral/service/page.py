@@ -25,6 +25,7 @@ import json
 from typing import Any
 
 from corral.lifecycle.events import EventKind
+from corral.states import STATE_STYLES
 
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -33,18 +34,20 @@ h1 { font-size: 1.3em; margin: 0 0 .3em; }
 table { border-collapse: collapse; margin-bottom: 1.5em; }
 th, td { border-bottom: 1px solid #ddd; padding: .25em .8em; text-align: left; }
 th { background: #f4f4f4; }
-tr.state-ready td[data-col="state"] { color: #176f2c; font-weight: 600; }
-tr.state-starting td[data-col="state"] { color: #8a6d00; }
-tr.state-exhausted td[data-col="state"], tr.state-crashed td[data-col="state"] { color: #b00020; }
+td[data-col="state"] { font-weight: 600; }
 #feed-status { color: #555; font-size: .9em; }
 #events { font-family: ui-monospace, monospace; font-size: 12px; list-style: none; padding: 0; }
 #events li { border-bottom: 1px solid #eee; padding: .15em 0; }
-"""
+""" + "".join(  # one colour per state, the same table `corral status` colours from
+    f'tr.state-{state.value} td[data-col="state"] {{ color: {style.css}; }}\n'
+    for state, style in STATE_STYLES.items()
+)
 
 # Kept free of "</" so it cannot end the <script> element early.
 _SCRIPT = """
 "use strict";
 const KINDS = JSON.parse(document.getElementById("kinds").textContent);
+const LABELS = JSON.parse(document.getElementById("state-labels").textContent);
 const COLUMNS = [
   ["slot", "slot"], ["state", "state"], ["pid", "pid"], ["thread_id", "thread"],
   ["generation", "generation"], ["restarts_in_window", "restarts"],
@@ -85,7 +88,8 @@ function render(data) {
     for (const [key] of COLUMNS) {
       const td = document.createElement("td");
       td.dataset.col = key;
-      td.textContent = text(worker[key], key);
+      td.textContent = key === "state" && LABELS[worker.state] ?
+        LABELS[worker.state] : text(worker[key], key);
       tr.appendChild(td);
     }
     return tr;
@@ -181,6 +185,7 @@ _TEMPLATE = """<!doctype html>
 <ul id="events"></ul>
 <script type="application/json" id="initial">{initial}</script>
 <script type="application/json" id="kinds">{kinds}</script>
+<script type="application/json" id="state-labels">{labels}</script>
 <script>{script}</script>
 </body>
 </html>
@@ -220,6 +225,11 @@ def _embed(value: Any) -> str:
 def render_page(workers: dict[str, Any]) -> bytes:
     """The page with ``workers`` (the ``/workers`` JSON) as its first snapshot."""
     kinds = [kind.value for kind in EventKind]
+    labels = {state.value: style.label for state, style in STATE_STYLES.items()}
     return _TEMPLATE.format(
-        style=_STYLE, script=_SCRIPT, initial=_embed(workers), kinds=_embed(kinds)
+        style=_STYLE,
+        script=_SCRIPT,
+        initial=_embed(workers),
+        kinds=_embed(kinds),
+        labels=_embed(labels),
     ).encode("utf-8")

@@ -1,0 +1,105 @@
+"""After a worker failed: the crash event, the budget, respawn or backoff, exhaustion.
+
+The decisions are ``policy``'s (``SlotBudget.on_failure`` and
+``after_failure``); this module carries them out and reports each one. When
+a slot runs out of budget, ``policy.escalate`` says whether corral as a whole
+must stop, and with which exit code; the coordinator does the stopping.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from corral.config import ServerConfig
+from corral.handles import WorkerHandle
+from corral.incarnation import ExitInfo, Failed
+from corral.lifecycle.events import EventKind
+from corral.policy import Escalation, ExitClass, GiveUp, Outcome, after_failure, escalate
+from corral.supervisor.emitter import Emitter
+from corral.supervisor.fleet import Fleet, Slot
+from corral.supervisor.rolling import Roller
+from corral.supervisor.spawner import Spawner
+
+
+class Restarts:
+    def __init__(
+        self,
+        config: ServerConfig,
+        fleet: Fleet,
+        spawner: Spawner,
+        roller: Roller,
+        emitter: Emitter,
+    ) -> None:
+        self._config = config
+        self._fleet = fleet
+        self._spawner = spawner
+        self._roller = roller
+        self._emit = emitter.emit
+
+    def on_failed(
+        self, slot: Slot, handle: WorkerHandle, info: ExitInfo, failed: Failed, now: float
+    ) -> Escalation | None:
+        """Report the failure and take the slot's next step; an escalation stops corral."""
+        if not failed.told:
+            self._report(handle, info, failed)
+        slot.last_exit = info.describe()
+        decision = slot.budget.on_failure(now, failed.uptime)
+        after = after_failure(
+            slot.role_of(handle),
+            decision,
+            running=self._fleet.running,
+            has_current=slot.worker is not None,
+            incoming_booting=slot.incoming is not None and slot.incoming is not handle,
+        )
+        if after.abort_roll:
+            self._roller.abort(f"replacement for slot {slot.index} failed: {info.describe()}")
+        if after.outcome is Outcome.NOTHING:
+            return None
+        if isinstance(decision, GiveUp):
+            return self._exhaust(slot, decision.restarts_in_window)
+        self._emit(
+            EventKind.RESPAWN,
+            handle,
+            restart_number=decision.restart_number,
+            backoff=decision.delay,
+            budget_remaining=decision.budget_remaining,
+        )
+        slot.worker = None
+        if after.outcome is Outcome.RESPAWN_LATER:
+            slot.respawn_at = now + decision.delay
+        elif after.outcome is Outcome.RESPAWN_NOW:
+            slot.worker = self._spawner.spawn(slot)
+        return None  # AWAIT_INCOMING: the replacement already booting takes the slot
+
+    def respawn_due(self, now: float) -> None:
+        """Start the slots whose backoff is over."""
+        for slot in list(self._fleet.slots.values()):
+            if slot.respawn_at is not None and slot.respawn_at <= now:
+                slot.respawn_at = None
+                slot.worker = self._spawner.spawn(slot)
+
+    def _report(self, handle: WorkerHandle, info: ExitInfo, failed: Failed) -> None:
+        verdict = failed.verdict
+        self._emit(
+            EventKind.EXIT if verdict.kind is ExitClass.CLEAN else EventKind.CRASH,
+            handle,
+            exit_code=info.exit_code,
+            signal=signal.Signals(info.signal_number).name if info.signal_number else None,
+            reason=verdict.reason,
+            uptime=failed.uptime,
+            message=failed.message or handle.boot_message,
+        )
+
+    def _exhaust(self, slot: Slot, restarts: int) -> Escalation | None:
+        slot.worker = None
+        slot.exhausted = True
+        self._emit(
+            EventKind.BUDGET_EXHAUSTED,
+            slot=slot.index,
+            budget_remaining=0,
+            restart_number=restarts,
+            message=f"on_exhausted={self._config.on_exhausted.value}",
+        )
+        fleet = self._fleet
+        escalation = escalate(fleet.exhausted_flags(), self._config.on_exhausted, fleet.any_ready)
+        return escalation if escalation.stop else None
