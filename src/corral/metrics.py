@@ -105,6 +105,14 @@ class CorralMetrics:
             ["slot"],
             registry=r,
         )
+        self._declare_durations_and_info(decision)
+        # The supervisor's own process_* and python_info, as the default registry has.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self._known_slots: set[int] = set()
+
+    def _declare_durations_and_info(self, decision: ModeDecision) -> None:
+        r = self.registry
         self.ready_duration = Histogram(
             "corral_worker_ready_duration_seconds",
             "Time from spawning a worker to it accepting requests.",
@@ -134,10 +142,6 @@ class CorralMetrics:
         )
         for kind in EventKind:
             self.events.labels(kind=kind.value)
-        # The supervisor's own process_* and python_info, as the default registry has.
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        self._known_slots: set[int] = set()
 
     def touch_slot(self, slot: int) -> None:
         """Create every per-slot counter at 0, so ``rate()`` sees the first increment."""
