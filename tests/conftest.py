@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from corral.owned_dir import sweep_abandoned
-from corral.request_stats import DIRECTORY_PREFIX, default_parent
+from corral.request_stats.pool import DIRECTORY_PREFIX, default_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 Event = dict[str, Any]

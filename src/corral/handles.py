@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from corral.incarnation import ExitInfo, Incarnation
-from corral.request_stats import StatsLease
+from corral.request_stats.pool import StatsLease
 from corral.worker import WorkerSpec
 
 __all__ = ["ExitInfo", "StillbornWorker", "WorkerExited", "WorkerHandle"]

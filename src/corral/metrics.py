@@ -49,7 +49,8 @@ from prometheus_client.registry import Collector
 
 from corral import __version__
 from corral.lifecycle.events import CrashReason, EventKind
-from corral.request_stats import BUCKETS, RequestStatsPool, SlotRequestStats
+from corral.request_stats.layout import BUCKETS
+from corral.request_stats.pool import RequestStatsPool, SlotRequestStats
 from corral.runtime import ModeDecision
 from corral.states import ALIVE_STATES, SlotState, WorkerStatus
 

@@ -25,7 +25,7 @@ from corral.lifecycle.log_sink import StructlogSink
 from corral.lifecycle.metrics_sink import PrometheusSink
 from corral.lifecycle.trace_sink import TraceSink
 from corral.metrics import CorralMetrics
-from corral.request_stats import RequestStatsPool
+from corral.request_stats.pool import RequestStatsPool
 from corral.runtime import WorkerMode
 from corral.service.auth import load_web_config
 from corral.service.live import LiveSources, SupervisorView, fleet_view

@@ -32,7 +32,7 @@ from corral.errors import AppImportError
 from corral.http_protocol import with_fresh_connection_grace
 from corral.liveness import Heartbeat
 from corral.logs import configure_logging
-from corral.request_stats import RequestMetricsMiddleware, RequestRecorder, open_recorder
+from corral.request_stats.recorder import RequestMetricsMiddleware, RequestRecorder, open_recorder
 from corral.runtime import WorkerMode
 
 # How long an orphaned worker (its supervisor died) may spend draining.

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from corral.owned_dir import LOCK_NAME, OwnedDirectory, sweep_abandoned
-from corral.request_stats import DIRECTORY_PREFIX, RequestStatsPool
+from corral.request_stats.pool import DIRECTORY_PREFIX, RequestStatsPool
 
 HOLD_A_DIRECTORY = """
 import sys, time

@@ -16,14 +16,14 @@ import os
 import signal
 import stat
 import threading
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import Histogram
 
-from corral.request_stats import (
+from corral.request_stats.layout import (
     BLOCK_BYTES,
     BLOCK_CELLS,
     BUCKETS,
@@ -35,13 +35,9 @@ from corral.request_stats import (
     STARTED_INDEX,
     STATUS_CLASSES,
     SUM_INDEX,
-    RequestMetricsMiddleware,
-    RequestRecorder,
-    RequestStatsPool,
-    SlotRequestStats,
-    StatsLease,
-    open_recorder,
 )
+from corral.request_stats.pool import RequestStatsPool, SlotRequestStats, StatsLease
+from corral.request_stats.recorder import RequestMetricsMiddleware, RequestRecorder, open_recorder
 
 Message = MutableMapping[str, Any]
 App = Callable[[Any, Any, Any], Awaitable[None]]
@@ -460,6 +456,30 @@ def test_a_recorder_closes_idempotently() -> None:
         recorder.close()
         with pytest.raises(ValueError, match="released"):
             recorder.cells[SUM_INDEX] = 1.0
+
+
+class _Suspend:
+    """An awaitable that suspends its coroutine once, like a request waiting on I/O."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield
+
+
+def test_an_orphaned_request_closed_after_its_recorder_raises_nothing_new() -> None:
+    """A thread worker whose loop died can leave a request coroutine behind; the garbage
+    collector closes it later, after the worker closed its recorder. Its GeneratorExit
+    must not turn into a ValueError from the released block."""
+
+    async def waiting_app(scope: Any, receive: Any, send: Any) -> None:
+        await _Suspend()
+
+    with RequestStatsPool() as pool:
+        recorder = open_recorder(pool.acquire(0).path)
+        middleware = RequestMetricsMiddleware(waiting_app, recorder)
+        request = middleware(_http_scope(), _receive, _Sink())
+        request.send(None)  # started, then suspended inside the app
+        recorder.close()
+        request.close()  # what the garbage collector does: no ValueError escapes
 
 
 def test_lane_reuse_keeps_the_file_count_bounded(pool: RequestStatsPool) -> None:

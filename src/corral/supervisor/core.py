@@ -48,7 +48,7 @@ from corral.lifecycle.events import EventKind
 from corral.listeners import close_listeners
 from corral.policy import RestartPolicy, SlotBudget
 from corral.process_worker import ProcessWorker
-from corral.request_stats import RequestStatsPool
+from corral.request_stats.pool import RequestStatsPool
 from corral.runtime import ModeDecision, WorkerMode, decide_mode
 from corral.sdnotify import SystemdNotifier
 from corral.states import Phase, SlotState, WorkerStatus

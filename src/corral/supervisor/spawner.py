@@ -28,7 +28,7 @@ from corral.incarnation import Incarnation, Timing
 from corral.lifecycle.events import EventKind
 from corral.liveness import Heartbeat
 from corral.process_worker import ProcessWorker
-from corral.request_stats import RequestStatsPool
+from corral.request_stats.pool import RequestStatsPool
 from corral.runtime import WorkerMode
 from corral.supervisor.emitter import Emitter
 from corral.supervisor.fleet import Slot
