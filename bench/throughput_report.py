@@ -139,6 +139,8 @@ NOTES = [
     " (`corral_http_requests_total`) give the last column.",
     "- Hypercorn has no httptools parser; it is h11 on uvloop, so its gap is its HTTP"
     " parser, not its process model.",
+    "- corral runs from the venv's `corral` script, as the README runs it, never"
+    " `python -m corral`.",
     "- Commands (cwd = repository root; ports are free ones picked at run time):",
 ]
 
