@@ -1,7 +1,7 @@
 """Crash-recovery latency: corral (process and thread mode) next to uvicorn --workers.
 
 Each system serves ``examples.chaos:app`` on two workers, on loopback only.
-The bench makes one worker fail, ``--kills`` times per system, taking the
+The bench makes one worker fail, ``kills`` times per system, taking the
 systems in turn (one kill each per round), and measures from the moment of
 the failure (``t_kill``):
 
