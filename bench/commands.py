@@ -91,8 +91,12 @@ def importable(module: str) -> bool:
 
 
 def shown(argv: Sequence[str]) -> str:
-    """A command line as a user would type it from the repository root."""
-    parts = list(argv)
+    """A command line as a user would type it from the repository root (paths under the
+    root made relative, also behind a ``taskset`` prefix)."""
+    return shlex.join(_relative(part) for part in argv)
+
+
+def _relative(part: str) -> str:
     with contextlib.suppress(ValueError):
-        parts[0] = str(Path(parts[0]).relative_to(ROOT))
-    return shlex.join(parts)
+        return str(Path(part).relative_to(ROOT))
+    return part
