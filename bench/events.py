@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from bench.common import LoadWindow, Spread, percentile
+from bench.stats import LoadWindow, Spread, percentile
 from corral.config import LogFormat
 from corral.lifecycle.collector import LifecycleCollector, LifecycleSink
 from corral.lifecycle.events import CrashReason, EventKind, LifecycleEvent

@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 
 from bench import serving
 from bench.apps import CPU_LOOPS
-from bench.common import FT_PYTHON, HOST, LoadWindow, Spread, shown, wrk_argv
-from bench.serving import Contender, corral_argv
+from bench.commands import shown
+from bench.load import wrk_argv
+from bench.machine import FT_PYTHON
+from bench.servers import HOST
+from bench.serving import Contender, corral_contender
+from bench.stats import LoadWindow, Spread
 
-APP = "bench.apps:app"
 PATH = "/cpu"
 CONNECTIONS = 16
 FULL_ROUNDS, FULL_SECONDS = 6, 4.0
@@ -37,14 +40,12 @@ class Result:
 
 
 def _contender(python: str, build: str, mode: str, workers: int) -> Contender:
-    port, mport = serving.new_port(), serving.new_port()
-    return Contender(
+    return corral_contender(
         f"{build}-{mode}-{workers}",
         f"{build}, {mode} mode, {workers} worker{'s' if workers > 1 else ''}",
-        corral_argv(python, APP, port, mport, workers=workers, mode=mode),
-        port,
-        workers,
-        metrics_port=mport,
+        workers=workers,
+        mode=mode,
+        python=python,
     )
 
 
@@ -72,18 +73,16 @@ def run(quick: bool) -> Result:
     result.rounds = QUICK_ROUNDS if quick else FULL_ROUNDS
     result.seconds = QUICK_SECONDS if quick else FULL_SECONDS
     try:
-        serving.start(result.contenders, "/")
+        serving.start(result.contenders)
         serving.alternate(result.contenders, PATH, result.rounds, result.seconds, CONNECTIONS)
     finally:
-        for note in serving.stop(result.contenders):
-            print(f"  note: {note}", file=sys.stderr)
+        serving.stop(result.contenders)
     result.window.close()
     return result
 
 
 def scaling(two: Contender, one: Contender) -> Spread:
-    pairs = zip(two.runs, one.runs, strict=True)
-    return Spread.of([a.requests_per_second / b.requests_per_second for a, b in pairs])
+    return serving.ratio(two, one)
 
 
 def render(result: Result) -> str:

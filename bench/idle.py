@@ -24,14 +24,15 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench import serving
-from bench.common import CLOCK_TICKS, LoadWindow, cmdline, cpu_seconds, group_members, shown
-from bench.recovery import HOST, _importable
-from bench.serving import Contender, corral_argv
+from bench.commands import importable, shown, uvicorn_argv, uvicorn_worker_class
+from bench.procfs import cmdline, cpu_seconds, group_members, main_thread_cpu, parent
+from bench.procfs import voluntary_switches as _switches
+from bench.servers import free_port
+from bench.serving import APP, Contender, corral_contender
+from bench.stats import LoadWindow
 
-APP = "bench.apps:app"
 WORKERS = 8
 FULL_WINDOW = 60.0
 QUICK_WINDOW = 5.0
@@ -61,42 +62,11 @@ class Result:
     window: LoadWindow = field(default_factory=LoadWindow)
 
 
-def _switches(pid: int) -> int:
-    total = 0
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            status = (task / "status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("voluntary_ctxt_switches:"):
-                total += int(line.split()[1])
-    return total
-
-
-def _main_thread_cpu(pid: int) -> float:
-    """CPU seconds of the main thread alone (corral's supervisor loop runs on it)."""
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def _parent(pid: int) -> int:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(text[text.rindex(")") + 2 :].split()[1])
-
-
 def _helper(pid: int, main: int) -> bool:
     """A forkserver or resource tracker started by the main process (workers forked from
     the forkserver share its command line, but their parent is the forkserver)."""
     line = cmdline(pid)
-    return _parent(pid) == main and ("forkserver" in line or "resource_tracker" in line)
+    return parent(pid) == main and ("forkserver" in line or "resource_tracker" in line)
 
 
 def read(contender: Contender) -> tuple[Reading, int]:
@@ -118,7 +88,7 @@ def read(contender: Contender) -> tuple[Reading, int]:
         helpers=helpers,
         workers=workers,
         main_switches=_switches(main),
-        supervisor_thread=_main_thread_cpu(main) if contender.key.startswith("corral") else None,
+        supervisor_thread=main_thread_cpu(main) if contender.key.startswith("corral") else None,
     )
     return reading, count
 
@@ -138,46 +108,17 @@ def _per_minute(before: Reading, after: Reading, seconds: float) -> Reading:
 
 
 def contenders(quick: bool) -> list[Contender]:
-    py = sys.executable
-    made = []
-    for mode in ("process", "thread"):
-        port, mport = serving.new_port(), serving.new_port()
-        made.append(
-            Contender(
-                f"corral-{mode}",
-                f"corral, {mode} mode",
-                corral_argv(py, APP, port, mport, workers=WORKERS, mode=mode),
-                port,
-                WORKERS,
-                metrics_port=mport,
-            )
-        )
+    made = [
+        corral_contender(f"corral-{mode}", f"corral, {mode} mode", workers=WORKERS, mode=mode)
+        for mode in ("process", "thread")
+    ]
     if quick:
         return made
-    port = serving.new_port()
-    made.append(
-        Contender(
-            "uvicorn",
-            f"uvicorn --workers {WORKERS}",
-            [
-                py,
-                "-m",
-                "uvicorn",
-                APP,
-                "--workers",
-                str(WORKERS),
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            port,
-            WORKERS,
-        )
-    )
-    if _importable("gunicorn") and _importable("uvicorn_worker"):
-        made.append(serving.gunicorn_contender(py, APP, WORKERS))
+    port = free_port()
+    argv = uvicorn_argv(APP, port, WORKERS, "--no-access-log")
+    made.append(Contender("uvicorn", f"uvicorn --workers {WORKERS}", argv, port, WORKERS))
+    if importable("uvicorn_worker") and (worker_class := uvicorn_worker_class()):
+        made.append(serving.gunicorn_contender(worker_class, WORKERS))
     return made
 
 
@@ -186,7 +127,7 @@ def run(quick: bool) -> Result:
     servers = contenders(quick)
     seconds = QUICK_WINDOW if quick else FULL_WINDOW
     try:
-        serving.start(servers, "/")
+        serving.start(servers)
         time.sleep(SETTLE)
         before = {c.key: read(c)[0] for c in servers}
         t0 = time.monotonic()
@@ -198,8 +139,7 @@ def run(quick: bool) -> Result:
             result.rows.append(IdleResult(c, _per_minute(before[c.key], after, elapsed), count))
         result.window_seconds = elapsed
     finally:
-        for note in serving.stop(servers):
-            print(f"  note: {note}", file=sys.stderr)
+        serving.stop(servers)
     result.window.close()
     return result
 

@@ -18,18 +18,17 @@ In thread mode there is one process, so the three say nearly the same.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench import serving
-from bench.common import LoadWindow, group_members, shown
-from bench.recovery import http_get
+from bench.commands import shown
+from bench.procfs import group_members, memory_bytes
 from bench.scrape import wait_all_ready
-from bench.serving import Contender, corral_argv
+from bench.servers import http_get
+from bench.serving import corral_contender
+from bench.stats import LoadWindow
 
-APP = "bench.apps:app"
 FULL_COUNTS = (1, 4, 8)
 QUICK_COUNTS = (4,)
 MODES = ("thread", "process")
@@ -53,29 +52,12 @@ class Result:
     window: LoadWindow = field(default_factory=LoadWindow)
 
 
-def _kib_fields(path: Path, names: tuple[str, ...]) -> dict[str, int]:
-    found = dict.fromkeys(names, 0)
-    try:
-        text = path.read_text()
-    except OSError:
-        return found
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in found:
-            found[key] = int(rest.split()[0]) * 1024
-    return found
-
-
 def footprint(pgid: int, mode: str, workers: int) -> Footprint:
-    rss = pss = uss = 0
     members = group_members(pgid)
+    rss = pss = uss = 0
     for pid in members:
-        rss += _kib_fields(Path(f"/proc/{pid}/status"), ("VmRSS",))["VmRSS"]
-        rollup = _kib_fields(
-            Path(f"/proc/{pid}/smaps_rollup"), ("Pss", "Private_Clean", "Private_Dirty")
-        )
-        pss += rollup["Pss"]
-        uss += rollup["Private_Clean"] + rollup["Private_Dirty"]
+        one = memory_bytes(pid)
+        rss, pss, uss = rss + one[0], pss + one[1], uss + one[2]
     return Footprint(mode, workers, len(members), rss, pss, uss)
 
 
@@ -83,22 +65,18 @@ def run(quick: bool) -> Result:
     result = Result()
     for workers in QUICK_COUNTS if quick else FULL_COUNTS:
         for mode in MODES:
-            port, mport = serving.new_port(), serving.new_port()
-            argv = corral_argv(sys.executable, APP, port, mport, workers=workers, mode=mode)
-            contender = Contender(f"{mode}-{workers}", f"corral {mode} x{workers}", argv, port, 1)
-            contender.metrics_port = mport
-            result.argv.append(argv)
+            label = f"corral {mode} x{workers}"
+            contender = corral_contender(f"{mode}-{workers}", label, workers=workers, mode=mode)
+            result.argv.append(contender.argv)
             try:
-                serving.start([contender], "/")
+                serving.start([contender])
                 wait_all_ready(contender, workers)
                 for _ in range(workers * 8):
-                    http_get(port, "/")
+                    http_get(contender.port, "/")
                 time.sleep(SETTLE)
-                assert contender.server is not None
-                result.rows.append(footprint(contender.server.pid, mode, workers))
+                result.rows.append(footprint(contender.running().pid, mode, workers))
             finally:
-                for note in serving.stop([contender]):
-                    print(f"  note: {note}", file=sys.stderr)
+                serving.stop([contender])
     result.window.close()
     return result
 

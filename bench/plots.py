@@ -16,7 +16,7 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
-from bench.recovery import Sample, System
+from bench.recovery_systems import Sample, System
 from bench.serving import Contender
 
 DPI = 110

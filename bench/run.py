@@ -35,8 +35,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from bench import events, ft_scaling, idle, memory, recovery, scrape, throughput
-from bench.common import ROOT, BenchError, LoadWindow, loadavg, machine_lines, require_wrk
+from bench import (
+    events,
+    ft_scaling,
+    idle,
+    memory,
+    recovery,
+    recovery_report,
+    scrape,
+    serving,
+    throughput,
+    throughput_report,
+)
+from bench.load import require_wrk
+from bench.machine import machine_lines
+from bench.servers import ROOT, BenchError, Interrupted
+from bench.stats import LoadWindow, loadavg, summarize
 
 FULL_KILLS = recovery.DEFAULT_KILLS
 QUICK_KILLS = recovery.QUICK_KILLS
@@ -74,12 +88,12 @@ class Runner:
         reference = next((c for c in result.hello if c.key == throughput.REFERENCE), None)
         headline = "corral or uvicorn missing"
         if corral and reference:
-            rel = throughput.ratio(corral, reference)
+            rel = serving.ratio(corral, reference)
             headline = (
                 f"corral (full observability) / uvicorn --workers 2 throughput:"
                 f" {rel.median:.3f} (per-round {rel.low:.3f}-{rel.high:.3f}), target 0.97"
             )
-        return throughput.render(result), headline
+        return throughput_report.render(result), headline
 
     def recovery(self) -> tuple[str, str]:
         kills = QUICK_KILLS if self.quick else FULL_KILLS
@@ -90,13 +104,13 @@ class Runner:
         if run.failure is not None:
             raise BenchError(run.failure + "".join(f"\n  note: {n}" for n in run.notes))
         self._plot(lambda p: _plots().recovery(run.systems, p), "recovery.png")
-        section = recovery.render_section(
+        section = recovery_report.render_section(
             run.systems, kills, run.started_utc, run.runtime, run.notes, invocation=self.invocation
         )
         section += "\n![recovery](docs/img/recovery.png)\n\n" + window.line() + "\n"
         parts = []
         for system in run.systems:
-            stats = recovery.summarize([s.serving for s in system.samples])
+            stats = summarize([s.serving for s in system.samples])
             if stats is not None:
                 parts.append(f"{system.label} {stats.median:.0f}/{stats.p99:.0f}")
         return section, "recovery B (kill → serving) median/p99 ms: " + "; ".join(parts)
@@ -219,7 +233,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise recovery.Interrupted(signal.Signals(signum).name)
+    raise Interrupted(signal.Signals(signum).name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,6 @@ expected: counters are per slot, request-metric lanes are reused).
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import signal
 import sys
@@ -26,11 +25,11 @@ import time
 from dataclasses import dataclass, field
 
 from bench import serving
-from bench.common import HOST, BenchError, LoadWindow, Spread, percentile, shown
-from bench.recovery import REQUEST_ERRORS, http_get
-from bench.serving import Contender, corral_argv
+from bench.commands import shown
+from bench.servers import REQUEST_ERRORS, BenchError, http_get, http_get_raw
+from bench.serving import Contender, corral_contender
+from bench.stats import LoadWindow, Spread, percentile
 
-APP = "bench.apps:app"
 FULL_COUNTS = (1, 8, 32)
 QUICK_COUNTS = (8,)
 RESPAWN_WORKERS = 8
@@ -63,18 +62,13 @@ class Result:
 
 
 def timed_scrape(port: int) -> tuple[float, str]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=30)
-    try:
-        t0 = time.perf_counter()
-        conn.request("GET", "/metrics")
-        response = conn.getresponse()
-        body = response.read()
-        elapsed = time.perf_counter() - t0
-    finally:
-        conn.close()
-    if response.status != 200:
-        raise BenchError(f"/metrics answered {response.status}")
-    return elapsed * 1000.0, body.decode()
+    """Milliseconds from request to last byte of one ``GET /metrics``, and the body."""
+    t0 = time.perf_counter()
+    status, body = http_get_raw(port, "/metrics", timeout=30)
+    elapsed = time.perf_counter() - t0
+    if status != 200:
+        raise BenchError(f"/metrics answered {status}")
+    return elapsed * 1000.0, body
 
 
 def workers_table(metrics_port: int) -> list[dict[str, object]]:
@@ -119,9 +113,8 @@ def measure(contender: Contender, label: str, workers: int, scrapes: int) -> Scr
 
 
 def new_corral(workers: int, extra: list[str]) -> Contender:
-    port, mport = serving.new_port(), serving.new_port()
-    argv = corral_argv(sys.executable, APP, port, mport, workers=workers, mode="process") + extra
-    return Contender(f"corral-{workers}", f"corral, {workers} workers", argv, port, workers, mport)
+    label = f"corral, {workers} workers"
+    return corral_contender(f"corral-{workers}", label, workers=workers, extra=extra)
 
 
 def drive_respawns(contender: Contender, total: int) -> tuple[int, float]:
@@ -163,7 +156,7 @@ def run(quick: bool) -> Result:
         contender = new_corral(workers, extra)
         result.argv.append(contender.argv)
         try:
-            serving.start([contender], "/")
+            serving.start([contender])
             wait_all_ready(contender, workers)
             print(f"  scraping with {workers} workers", file=sys.stderr, flush=True)
             result.rows.append(measure(contender, "fresh", workers, scrapes))
@@ -174,8 +167,7 @@ def run(quick: bool) -> Result:
                 label = f"after {result.respawns:,} respawns"
                 result.rows.append(measure(contender, label, workers, scrapes))
         finally:
-            for note in serving.stop([contender]):
-                print(f"  note: {note}", file=sys.stderr)
+            serving.stop([contender])
     result.window.close()
     return result
 

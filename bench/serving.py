@@ -1,11 +1,11 @@
-"""Start servers side by side and drive them with wrk in alternating rounds.
+"""Contenders side by side, driven with wrk in rotating rounds: the one way to load a server.
 
-Used by the throughput comparison (section 1) and free-threaded scaling
-(section 7). Every contender is started once and stays up, idle, while the
-others are measured; each round runs wrk once against every contender, in
-an order that rotates by one each round (A B C, B C A, ...), so no server
-always goes first or always follows the same neighbour. Figures are the
-median, min and max over rounds.
+Used by serving overhead (section 1), idle cost, scrape cost, memory and
+free-threaded scaling. Every contender is started once and stays up, idle,
+while the others are measured; each round runs wrk once against every
+contender, in an order that rotates by one each round (A B C, B C A, ...),
+so no server always goes first or always follows the same neighbour.
+Figures are the median, min and max over rounds.
 
 How evenly load spread over a contender's workers is measured the same way
 for every server: the CPU seconds each process of its group used during the
@@ -20,28 +20,30 @@ connections and to other load on the machine, though not immune to either.
 
 from __future__ import annotations
 
-import http.client
 import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from bench.common import (
+from bench.commands import corral_argv, gunicorn_argv
+from bench.load import WrkResult, pinned, run_wrk
+from bench.procfs import group_cpu
+from bench.servers import (
     HOST,
     BenchError,
     ServerProcess,
-    Spread,
-    WrkResult,
     free_port,
-    group_cpu,
-    run_wrk,
+    http_get_raw,
+    stop_all_servers,
     wait_http,
 )
-from bench.recovery import http_get, stop_all_servers
+from bench.stats import Spread, ratios
 
+APP = "bench.apps:app"
 STARTUP_TIMEOUT = 60.0
 WARMUP_SECONDS = 1.0
+OBSERVABILITY_OFF = {"OTEL_SDK_DISABLED": "true"}
 
 
 @dataclass(slots=True)
@@ -64,30 +66,53 @@ class Contender:
     def spread(self, attribute: str) -> Spread:
         return Spread.of([getattr(run, attribute) for run in self.runs])
 
+    def running(self) -> ServerProcess:
+        assert self.server is not None, "start() first"
+        self.server.check_running()
+        return self.server
 
-def corral_argv(
-    python: str, app: str, port: int, metrics_port: int | None, *, workers: int, mode: str
-) -> list[str]:
-    argv = [python, "-m", "corral", "run", app, "--workers", str(workers), "--mode", mode]
-    argv += ["--host", HOST, "--port", str(port)]
-    if metrics_port is None:
-        argv += ["--no-metrics", "--no-request-metrics"]
-    else:
-        argv += ["--metrics-port", str(metrics_port)]
-    return argv
+    def twin(self) -> Contender:
+        """The same running server, with fresh result lists (to measure another path)."""
+        return replace(self, runs=[], busiest_share=[], slot_share=[], cpu_us_per_request=[])
 
 
-def gunicorn_contender(python: str, app: str, workers: int) -> Contender:
+def corral_contender(
+    key: str,
+    label: str,
+    *,
+    workers: int,
+    mode: str = "process",
+    observability: bool = True,
+    python: str = sys.executable,
+    cpu: str | None = None,
+    extra: Sequence[str] = (),
+) -> Contender:
+    """corral on fresh ports, through its console script (pinned to ``cpu`` if given)."""
+    port = free_port()
+    metrics_port = free_port() if observability else None
+    argv = corral_argv(APP, port, metrics_port, workers=workers, mode=mode, python=python)
+    env = {} if observability else dict(OBSERVABILITY_OFF)
+    return Contender(key, label, [*pinned(cpu), *argv, *extra], port, workers, metrics_port, env)
+
+
+def gunicorn_contender(worker_class: str, workers: int) -> Contender:
     """gunicorn with uvicorn's worker class, on a fresh port: the same in every section."""
-    port = new_port()
-    argv = [python, "-m", "gunicorn", app, "--workers", str(workers)]
-    argv += ["--bind", f"{HOST}:{port}", "--worker-class", "uvicorn_worker.UvicornWorker"]
+    port = free_port()
+    argv = gunicorn_argv(APP, port, workers, worker_class)
     return Contender("gunicorn", "gunicorn + UvicornWorker", argv, port, workers)
+
+
+def ratio(contender: Contender, reference: Contender) -> Spread:
+    """Each round's throughput over the reference's in the same round."""
+    mine = [r.requests_per_second for r in contender.runs]
+    return ratios(mine, [r.requests_per_second for r in reference.runs])
 
 
 def slot_requests(metrics_port: int) -> dict[str, float]:
     """``corral_http_requests_total`` summed per slot, from one /metrics scrape."""
-    body = scrape(metrics_port)
+    status, body = http_get_raw(metrics_port, "/metrics", timeout=10.0)
+    if status != 200:
+        raise BenchError(f"/metrics answered {status}")
     counts: dict[str, float] = {}
     for labels, value in re.findall(_REQUESTS_LINE, body, re.MULTILINE):
         slot = re.search(r'slot="(\d+)"', labels)
@@ -99,29 +124,19 @@ def slot_requests(metrics_port: int) -> dict[str, float]:
 _REQUESTS_LINE = r"^corral_http_requests_total\{([^}]*)\} ([0-9.e+]+)$"
 
 
-def scrape(metrics_port: int, timeout: float = 10.0) -> str:
-    """The text of one ``GET /metrics`` on corral's side port."""
-    conn = http.client.HTTPConnection(HOST, metrics_port, timeout=timeout)
-    try:
-        conn.request("GET", "/metrics")
-        response = conn.getresponse()
-        body = response.read().decode()
-    finally:
-        conn.close()
-    if response.status != 200:
-        raise BenchError(f"/metrics answered {response.status}")
-    return body
-
-
-def start(contenders: Sequence[Contender], path: str) -> None:
+def start(contenders: Sequence[Contender], path: str = "/") -> None:
+    """Start each contender and wait until ``GET path`` answers 200."""
     for contender in contenders:
         print(f"  starting {contender.label}", file=sys.stderr, flush=True)
         contender.server = ServerProcess(contender.label, contender.argv, contender.env)
         wait_http(contender.port, path, STARTUP_TIMEOUT, contender.server)
 
 
-def stop(contenders: Sequence[Contender]) -> list[str]:
-    return stop_all_servers([c.server for c in contenders if c.server is not None])
+def stop(contenders: Sequence[Contender]) -> None:
+    """Stop every started contender, whatever happens; print what was unclean."""
+    servers = [c.server for c in contenders if c.server is not None]
+    for note in stop_all_servers(servers):
+        print(f"  note: {note}", file=sys.stderr)
 
 
 def _busiest_share(before: dict[int, float], after: dict[int, float], workers: int) -> float:
@@ -133,10 +148,8 @@ def _busiest_share(before: dict[int, float], after: dict[int, float], workers: i
 def measure_once(
     contender: Contender, path: str, seconds: float, connections: int, *, wrk_cpu: str | None = None
 ) -> WrkResult:
-    server = contender.server
-    assert server is not None
-    server.check_running()
-    pgid = server.pid
+    """One wrk run, with the CPU each process used and (corral) each slot's requests."""
+    pgid = contender.running().pid
     slots_before = slot_requests(contender.metrics_port) if contender.metrics_port else {}
     cpu_before = group_cpu(pgid)
     result = run_wrk(f"http://{HOST}:{contender.port}{path}", seconds, connections, cpu=wrk_cpu)
@@ -175,14 +188,3 @@ def alternate(
         print(f"  round {number + 1}/{rounds} ({path}): {summary}", file=sys.stderr, flush=True)
         order = order[1:] + order[:1]
         time.sleep(0.2)
-
-
-def new_port() -> int:
-    return free_port()
-
-
-def check_answers(contender: Contender, path: str) -> None:
-    """One plain request, so a misconfigured contender fails loudly before the runs."""
-    status, _ = http_get(contender.port, path)
-    if status != 200:
-        raise BenchError(f"{contender.label}: {path} answered {status}")
