@@ -33,7 +33,9 @@ class Step:
 _SETUP = """
 import mmap, time
 from bisect import bisect_left
-from corral.request_stats import _FINITE_BUCKETS, _METHOD_BASE, _OTHER_BASE, _STATUS_OFFSET, _5XX
+from corral.request_stats.layout import (
+    FINITE_BUCKETS, METHOD_BASE, OTHER_BASE, STATUS_OFFSET, STATUS_5XX,
+)
 mapping = mmap.mmap(-1, 4096)
 cells = memoryview(mapping).cast("d")
 clock = time.perf_counter
@@ -60,9 +62,9 @@ _STEPS = (
     (
         "method and status-class lookups",
         1,
-        "_METHOD_BASE.get('GET', _OTHER_BASE) + _STATUS_OFFSET.get(200, _5XX)",
+        "METHOD_BASE.get('GET', OTHER_BASE) + STATUS_OFFSET.get(200, STATUS_5XX)",
     ),
-    ("bucket search (`bisect_left`)", 1, "bisect_left(_FINITE_BUCKETS, 0.0001)"),
+    ("bucket search (`bisect_left`)", 1, "bisect_left(FINITE_BUCKETS, 0.0001)"),
 )
 
 

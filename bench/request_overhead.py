@@ -45,14 +45,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
-from corral.request_stats import (
-    METHODS,
-    STATUS_CLASSES,
-    RequestMetricsMiddleware,
-    RequestRecorder,
-    RequestStatsPool,
-    open_recorder,
-)
+from corral.request_stats.layout import METHODS, STATUS_CLASSES
+from corral.request_stats.pool import RequestStatsPool
+from corral.request_stats.recorder import RequestMetricsMiddleware, RequestRecorder, open_recorder
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

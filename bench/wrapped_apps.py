@@ -20,7 +20,8 @@ import shutil
 
 from bench.apps import Receive, Scope, Send
 from bench.apps import app as hello
-from corral.request_stats import RequestMetricsMiddleware, RequestStatsPool, open_recorder
+from corral.request_stats.pool import RequestStatsPool
+from corral.request_stats.recorder import RequestMetricsMiddleware, open_recorder
 
 _pool = RequestStatsPool()
 atexit.register(_pool.close)
