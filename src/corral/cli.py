@@ -20,8 +20,7 @@ from typing import Any, NoReturn
 import click
 import structlog
 
-from corral import __version__
-from corral import status as status_view
+from corral import __version__, status_client
 from corral.appload import load_app
 from corral.config import (
     ExhaustedAction,
@@ -212,7 +211,7 @@ def check(app_path: str, config_file: Path | None, app_dir: str, mode: str | Non
 @click.option(
     "--url",
     default=None,
-    help=f"Side port to ask.  [default: $CORRAL_STATUS_URL or {status_view.DEFAULT_URL}]",
+    help=f"Side port to ask.  [default: $CORRAL_STATUS_URL or {status_client.DEFAULT_URL}]",
 )
 @click.option(
     "--token",
@@ -229,16 +228,16 @@ def check(app_path: str, config_file: Path | None, app_dir: str, mode: str | Non
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /workers JSON.")
 def status(url: str | None, token: str | None, cacert: str | None, as_json: bool) -> None:
     """Show the worker table; exit 0 when corral is ready, 1 when not (a health command)."""
-    target = url or os.environ.get("CORRAL_STATUS_URL") or status_view.DEFAULT_URL
+    target = url or os.environ.get("CORRAL_STATUS_URL") or status_client.DEFAULT_URL
     try:
-        report = status_view.fetch(target, token, cacert)
-    except status_view.StatusError as exc:
+        report = status_client.fetch(target, token, cacert)
+    except status_client.StatusError as exc:
         click.echo(f"corral: error: {exc}", err=True)
         sys.exit(1)
     if as_json:
         click.echo(json.dumps({**report.workers, "ready": report.ready, "reason": report.reason}))
     else:
-        for line in status_view.render(report):
+        for line in status_client.render(report):
             click.echo(line)
     sys.exit(0 if report.ready else 1)
 

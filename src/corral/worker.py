@@ -57,8 +57,9 @@ class WorkerSpec:
     stats_path: str | None = None
     # Where its event loop stamps its sign of life; None when --worker-timeout is 0.
     heartbeat: Heartbeat | None = None
-    # Ask for a replacement after serving this many requests; 0 means never.
-    max_requests: int = 0
+    # This incarnation's --max-requests plus its jitter: ask for a replacement
+    # after serving this many requests; 0 means never.
+    request_limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +269,7 @@ class WorkerEngine:
         spec = self.spec
         if spec.heartbeat is not None:
             spec.heartbeat.beat()
-        limit = spec.max_requests
+        limit = spec.request_limit
         if limit and requests_served >= limit and not self._recycle_asked:
             self._recycle_asked = True
             self._report(Recycle(spec.slot, spec.generation, requests_served))

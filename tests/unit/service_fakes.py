@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from corral.service.sources import EventCallback, MetricsPayload, Readiness, Unsubscribe
+from corral.lifecycle.feed import EventCallback
+from corral.service.sources import MetricsPayload, Readiness, Unsubscribe
 
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"

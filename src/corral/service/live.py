@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from corral.lifecycle.collector import LifecycleCollector
-from corral.lifecycle.feed import EventFeed
+from corral.lifecycle.feed import EventCallback, EventFeed
 from corral.metrics import CorralMetrics, FleetView
 from corral.runtime import ModeDecision
 from corral.service.sources import (
-    EventCallback,
     MetricsPayload,
     Readiness,
     Unsubscribe,

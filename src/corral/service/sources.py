@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from corral.lifecycle.feed import EventCallback
+
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
@@ -30,7 +32,6 @@ class MetricsPayload:
     content_type: str
 
 
-EventCallback = Callable[[dict[str, Any]], None]
 Unsubscribe = Callable[[], None]
 
 

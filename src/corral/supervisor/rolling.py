@@ -118,7 +118,7 @@ class Roller:
             or slot.index in self._queue
         ):
             return  # a rolling restart is replacing it anyway, or we are stopping
-        limit = handle.spec.max_requests
+        limit = handle.spec.request_limit
         message = f"served {requests} requests; its max_requests is {limit}"
         self._emit(EventKind.RECYCLE, handle, message=message)
         slot.incoming = self._spawner.spawn(slot)

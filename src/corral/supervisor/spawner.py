@@ -86,7 +86,7 @@ class Spawner:
             self._app_path,
             stats_path=lease.path if lease else None,
             heartbeat=self._new_heartbeat(),
-            max_requests=self._request_limit(),
+            request_limit=self._request_limit(),
         )
         try:
             handle = self._start(spec)
