@@ -162,8 +162,22 @@ def check_toml_type(name: str, raw: object, source: str) -> None:
         ok = all(isinstance(value, str) for value in raw.values())
     if not ok:
         got = _TOML_NAMES.get(type(raw), type(raw).__name__)
-        hint = f"; write {name} = {raw}" if isinstance(raw, str) and wanted != "a string" else ""
-        raise ConfigError(f"{source}: {name} must be {wanted}, not {got} ({raw!r}){hint}")
+        raise ConfigError(
+            f"{source}: {name} must be {wanted}, not {got} ({raw!r}){_hint(name, raw)}"
+        )
+
+
+def _hint(name: str, raw: object) -> str:
+    """``; write workers = 3`` when a quoted value would be right without the quotes."""
+    if not isinstance(raw, str):
+        return ""
+    try:
+        parse_field(name, raw, "")
+    except ConfigError:
+        return ""
+    text = raw.strip()
+    shown = text.lower() if text.lower() in {"true", "false"} else text
+    return f"; write {name} = {shown}"
 
 
 def parse_field(name: str, raw: object, source: str) -> Any:

@@ -914,7 +914,7 @@ class Supervisor:
             return
         if self.mode is WorkerMode.THREAD and self._app_path is not None:
             try:
-                self._app = reload_app(self._app_path)
+                self._app = reload_app(self._app_path, factory=self.config.factory)
             except AppImportError as exc:
                 self._emit(EventKind.RELOAD, message=f"reload failed, keeping old code: {exc}")
                 return
