@@ -531,3 +531,38 @@ def test_check_warns_about_a_misspelt_variable_but_not_status_url() -> None:
         "corral: warning: unknown environment variable CORRAL_WORKRES"
         " (did you mean CORRAL_WORKERS?) ignored"
     ]
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls-extras")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--ssl-ca-certs", "/nonexistent/ca.pem"], "fix --ssl-ca-certs"),
+        (["--ssl-ciphers", "NO-SUCH-CIPHER"], "fix --ssl-ciphers"),
+        (["--ssl-cert-reqs", "required"], "set that too"),
+    ],
+)
+def test_tls_extras_that_cannot_be_used(
+    self_signed: tuple[Path, Path], extra: list[str], needle: str
+) -> None:
+    cert, key = self_signed
+    result = run_app(
+        "examples.hello:app", "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), *extra
+    )
+    assert_one_line_error(result, ExitCode.CONFIG, needle)
+
+
+def test_fd_and_uds_together() -> None:
+    result = run_app("examples.hello:app", "--fd", "3", "--uds", "/tmp/x.sock")
+    assert_one_line_error(result, ExitCode.CONFIG, "--fd and --uds")
