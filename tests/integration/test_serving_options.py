@@ -316,3 +316,16 @@ def test_env_file_reaches_corral_and_the_app(
     server.wait_ready(2)
     assert scope_of(server)["greeting"] == "hello from the env file"
     assert os.environ.get("APP_GREETING") is None
+
+
+def test_run_warns_about_a_misspelt_variable_with_a_suggestion(
+    corral: Callable[..., CorralProcess],
+) -> None:
+    server = corral(app=APP, env={"CORRAL_WORKRES": "2", "CORRAL_STATUS_URL": "http://127.0.0.1:1"})
+    server.wait_ready(1)
+    warnings = [
+        r for r in server.records if r.get("event") == "unknown environment variable ignored"
+    ]
+    assert [(w["variable"], w["hint"]) for w in warnings] == [
+        ("CORRAL_WORKRES", "CORRAL_WORKRES (did you mean CORRAL_WORKERS?)")
+    ]
