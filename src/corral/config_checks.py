@@ -6,6 +6,7 @@ error names the flag that fixes it.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import TYPE_CHECKING
 
@@ -48,8 +49,7 @@ def validate_serving(cfg: ServerConfig) -> None:
         raise ConfigError(
             f"root_path {cfg.root_path!r} must start with '/' and not end with one, e.g. /api"
         )
-    if not cfg.forwarded_allow_ips:
-        raise ConfigError("forwarded_allow_ips is empty; use --no-proxy-headers to trust nobody")
+    _validate_forwarded_allow_ips(cfg.forwarded_allow_ips)
     for name, value in cfg.headers:
         if not _TOKEN.match(name):
             raise ConfigError(f"header name {name!r} is not a valid HTTP field name; fix --header")
@@ -57,6 +57,30 @@ def validate_serving(cfg: ServerConfig) -> None:
             raise ConfigError(
                 f"header {name!r} has a value HTTP cannot carry ({value!r}); fix --header"
             )
+
+
+def _validate_forwarded_allow_ips(entries: tuple[str, ...]) -> None:
+    """uvicorn quietly keeps an entry that is no address as a literal that never matches
+    a client (a typo like 10.0.0.300 would trust nobody); corral refuses it instead."""
+    if not entries:
+        raise ConfigError("forwarded_allow_ips is empty; use --no-proxy-headers to trust nobody")
+    if "*" in entries and len(entries) > 1:
+        raise ConfigError("--forwarded-allow-ips '*' already trusts everyone; pass it alone")
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            _address_or_network(entry)
+        except ValueError:
+            raise ConfigError(
+                f"--forwarded-allow-ips entry {entry!r} is not an IP address or network"
+                " (like 10.0.0.1 or 10.0.0.0/8, host bits zero) or *"
+            ) from None
+
+
+def _address_or_network(entry: str) -> object:
+    """As uvicorn reads an entry: a network when it has a '/' (host bits must be 0)."""
+    return ipaddress.ip_network(entry) if "/" in entry else ipaddress.ip_address(entry)
 
 
 def _latin1(text: str) -> bool:

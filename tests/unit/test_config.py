@@ -630,6 +630,9 @@ def test_cert_reqs_accepts_uvicorn_numbers_and_names() -> None:
         ({"root_path": "api"}, "must start with '/'"),
         ({"root_path": "/api/"}, "must start with '/'"),
         ({"forwarded_allow_ips": ()}, "--no-proxy-headers"),
+        ({"forwarded_allow_ips": ("10.0.0.300",)}, "'10.0.0.300' is not an IP address"),
+        ({"forwarded_allow_ips": ("10.0.0.1/8",)}, "host bits zero"),
+        ({"forwarded_allow_ips": ("*", "10.0.0.1")}, "pass it alone"),
     ],
 )
 def test_new_serving_settings_are_validated(kwargs: dict[str, Any], fragment: str) -> None:
