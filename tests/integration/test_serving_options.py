@@ -329,3 +329,16 @@ def test_run_warns_about_a_misspelt_variable_with_a_suggestion(
     assert [(w["variable"], w["hint"]) for w in warnings] == [
         ("CORRAL_WORKRES", "CORRAL_WORKRES (did you mean CORRAL_WORKERS?)")
     ]
+
+
+def test_sighup_calls_the_factory_again(corral: Callable[..., CorralProcess], mode: str) -> None:
+    """A rolling restart rebuilds the app through the factory, in both modes."""
+    server = corral("--mode", mode, "--factory", app="tests.integration.scope_app:create_app")
+    server.wait_ready(1)
+    server.send(signal.SIGHUP)
+    server.wait_event("drain_end", slot=0, generation=1)
+    assert not [e for e in server.events("reload") if "failed" in e.get("message", "")]
+    seen = scope_of(server)
+    assert seen["built_by_factory"] is True
+    if mode == "process":
+        assert seen["pid"] == server.live_pids()[0], "served by the replacement"
