@@ -5,7 +5,8 @@
 # prometheus (the prometheus package) check /metrics and the alert rules and
 # run the alerting end-to-end test with prometheus-alertmanager,
 # docker-compose validates the Compose file offline (no daemon needed),
-# chromium renders the status page. `make bench` asks for wrk=wrk.
+# chromium renders the status page, nginx is the real reverse proxy in
+# front of corral in the proxy-headers test. `make bench` asks for wrk=wrk.
 # Idempotent: does nothing when every command is already on PATH.
 set -euo pipefail
 
@@ -17,11 +18,14 @@ if [ ${#wanted[@]} -eq 0 ]; then
         prometheus-alertmanager=prometheus-alertmanager
         docker-compose=docker-compose
         chromium=chromium
+        nginx=nginx
     )
 fi
 missing=()
 for pair in "${wanted[@]}"; do
-    command -v "${pair%%=*}" >/dev/null 2>&1 || missing+=("${pair#*=}")
+    # nginx lives in /usr/sbin, which is not on every user's PATH.
+    command -v "${pair%%=*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%=*}" ] \
+        || missing+=("${pair#*=}")
 done
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
@@ -48,7 +52,7 @@ export DEBIAN_FRONTEND=noninteractive
 # :9093 where an init system runs; the tests start their own on ephemeral
 # ports, so stop any that did start.
 if command -v systemctl >/dev/null 2>&1; then
-    for unit in prometheus prometheus-alertmanager; do
+    for unit in prometheus prometheus-alertmanager nginx; do
         if systemctl is-active --quiet "$unit" 2>/dev/null; then
             "${sudo[@]}" systemctl stop "$unit" || true
         fi

@@ -35,12 +35,22 @@ Event = dict[str, Any]
 class CorralProcess:
     """One running ``corral run`` and everything it has logged so far."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        pass_fds: tuple[int, ...] = (),
+        launcher: list[str] | None = None,
+    ) -> None:
+        """``pass_fds`` stay open in corral; ``launcher`` is argv that ends by exec'ing
+        the rest (the same process: what systemd socket activation needs)."""
         self.args = args
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "corral", "run", *args],
+            [*(launcher or []), sys.executable, "-m", "corral", "run", *args],
             cwd=cwd,
             env=env,
+            pass_fds=pass_fds,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -312,11 +322,13 @@ def corral() -> Iterator[Callable[..., CorralProcess]]:
         env: dict[str, str] | None = None,
         cwd: Path = ROOT,
         port: bool = True,
+        pass_fds: tuple[int, ...] = (),
+        launcher: list[str] | None = None,
     ) -> CorralProcess:
         argv = [app, *args]
         if port:
             argv += ["--port", "0"]
-        process = CorralProcess(argv, corral_env(**(env or {})), cwd)
+        process = CorralProcess(argv, corral_env(**(env or {})), cwd, pass_fds, launcher)
         started.append(process)
         return process
 

@@ -27,8 +27,9 @@ def split_app_path(app_path: str) -> tuple[str, str]:
     return module_name, attribute
 
 
-def load_app(app_path: str) -> ASGIApp:
-    """Import ``module:attribute`` and return the callable it names."""
+def load_app(app_path: str, *, factory: bool = False) -> ASGIApp:
+    """Import ``module:attribute`` and return the callable it names, or with ``factory``
+    what calling it with no arguments returns (``--factory``)."""
     module_name, attribute = split_app_path(app_path)
     try:
         module = importlib.import_module(module_name)
@@ -41,7 +42,25 @@ def load_app(app_path: str) -> ASGIApp:
         raise AppImportError(f"importing {module_name!r} failed: {_one_line(exc)}") from None
     except (Exception, SystemExit) as exc:  # the app's own import-time error, whatever it is
         raise AppImportError(f"importing {module_name!r} failed: {_one_line(exc)}") from None
-    return _resolve(module, module_name, attribute)
+    target = _resolve(module, module_name, attribute)
+    return _call_factory(target, app_path) if factory else target
+
+
+def _call_factory(factory: ASGIApp, app_path: str) -> ASGIApp:
+    """Build the app the way ``--factory`` promises; a failure is an import failure."""
+    try:
+        app: object = factory()
+    except (Exception, SystemExit) as exc:
+        raise AppImportError(
+            f"the app factory {app_path} failed: {_one_line(exc)}; --factory calls it with"
+            " no arguments and serves what it returns"
+        ) from None
+    if not callable(app):
+        raise AppImportError(
+            f"the app factory {app_path} returned {type(app).__name__}, not an ASGI callable;"
+            " return the app, or drop --factory if APP is the app itself"
+        )
+    return app
 
 
 def _resolve(module: object, module_name: str, attribute: str) -> ASGIApp:
@@ -62,7 +81,7 @@ def _resolve(module: object, module_name: str, attribute: str) -> ASGIApp:
     return target
 
 
-def reload_app(app_path: str) -> ASGIApp:
+def reload_app(app_path: str, *, factory: bool = False) -> ASGIApp:
     """Import the app afresh, so code changed on disk takes effect (thread-mode reload).
 
     The app's own top-level package is dropped from ``sys.modules`` first, so
@@ -74,7 +93,7 @@ def reload_app(app_path: str) -> ASGIApp:
     importlib.invalidate_caches()
     for name in [n for n in sys.modules if n == root or n.startswith(root + ".")]:
         del sys.modules[name]
-    return load_app(app_path)
+    return load_app(app_path, factory=factory)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -23,17 +23,20 @@ import structlog
 from corral import __version__, status_client
 from corral.appload import load_app
 from corral.config import (
+    CertRequirement,
     ExhaustedAction,
+    HttpImpl,
     HungThreadAction,
     Lifespan,
-    LoadedConfig,
     LogFormat,
+    LoopImpl,
     ServerConfig,
     field_default,
+    field_flag,
     field_help,
     field_type,
-    load_config,
 )
+from corral.config_sources import LoadedConfig, describe_unknown_variable, load_config
 from corral.errors import CorralError, ExitCode
 from corral.listeners import close_listeners, create_listeners, describe, load_tls
 from corral.logs import configure_logging
@@ -48,6 +51,9 @@ _CHOICES: dict[str, list[str]] = {
     "LogFormat": [f.value for f in LogFormat],
     "HungThreadAction": [a.value for a in HungThreadAction],
     "Lifespan": [x.value for x in Lifespan],
+    "HttpImpl": [x.value for x in HttpImpl],
+    "LoopImpl": [x.value for x in LoopImpl],
+    "CertRequirement": [x.value for x in CertRequirement] + ["0", "1", "2"],
 }
 _TYPES: dict[str, Any] = {
     "int": int,
@@ -55,6 +61,7 @@ _TYPES: dict[str, Any] = {
     "str": str,
     "str | None": str,
     "int | None": int,
+    "tuple[str, ...]": str,  # comma-separated, as uvicorn spells --forwarded-allow-ips
 }
 
 
@@ -66,25 +73,28 @@ def _shown_default(name: str) -> str:
         return "auto" if name == "mode" else "none"
     if isinstance(default, bool):
         return "on" if default else "off"
+    if isinstance(default, tuple):
+        return ",".join(str(item) for item in default) or "none"
     return str(default)
 
 
 def _config_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A click option for one ``ServerConfig`` field. Its default stays ``None`` so that
     an unset flag lets the environment and the config file through."""
-    flag = "--" + name.replace("_", "-")
+    flag = field_flag(name)
     help_text = f"{field_help(name)}  [default: {_shown_default(name)}]"
     kind = field_type(name)
     if kind == "bool":
         return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
+    if kind == "tuple[Header, ...]":
+        return click.option(flag, name, multiple=True, metavar="'NAME: VALUE'", help=help_text)
     click_type = click.Choice(_CHOICES[kind]) if kind in _CHOICES else _TYPES[kind]
     return click.option(flag, name, type=click_type, default=None, help=help_text)
 
 
 def _with_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for spec in reversed(fields(ServerConfig)):
-        if spec.metadata.get("cli"):
-            command = _config_option(spec.name)(command)
+        command = _config_option(spec.name)(command)
     return command
 
 
@@ -125,6 +135,7 @@ def run(app_path: str, config_file: Path | None, app_dir: str, **values: Any) ->
         loaded = load_config(values, config_path=config_file)
     except CorralError as exc:
         _fail(exc)
+    os.environ.update(loaded.env_from_file)  # before the app, OTel and workers see it
     sys.exit(int(_serve(app_path, app_dir, loaded)))
 
 
@@ -133,10 +144,14 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
     configure_logging(config.log_format, config.log_level, access_log=config.access_log)
     log = structlog.get_logger("corral")
     for name in loaded.unknown_env:
-        log.warning("unknown environment variable ignored", variable=name)
+        log.warning(
+            "unknown environment variable ignored",
+            variable=name,
+            hint=describe_unknown_variable(name),
+        )
     _add_app_dir(app_dir)
     try:
-        app = load_app(app_path)
+        app = load_app(app_path, factory=config.factory)
         tls = load_tls(config)
         observability = Observability(config, os.environ)
     except CorralError as exc:
@@ -166,6 +181,9 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
         mode=supervisor.mode.value,
         mode_reason=supervisor.mode_decision.reason,
         config_file=str(loaded.file) if loaded.file else None,
+        env_file=config.env_file,
+        proxy_headers=config.proxy_headers,
+        forwarded_allow_ips=list(config.forwarded_allow_ips) if config.proxy_headers else None,
         request_stats_dir=str(observability.request_stats.directory)
         if observability.request_stats
         else None,
@@ -183,15 +201,24 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
 @_config_file_option
 @click.option("--app-dir", default=".", show_default=True, help="Directory to import APP from.")
 @_config_option("mode")
-def check(app_path: str, config_file: Path | None, app_dir: str, mode: str | None) -> None:
+@_config_option("factory")
+@_config_option("env_file")
+def check(app_path: str, config_file: Path | None, app_dir: str, **values: Any) -> None:
     """Validate the configuration, import APP, and say which worker mode corral would use."""
     try:
-        loaded = load_config({"mode": mode}, config_path=config_file)
+        loaded = load_config(values, config_path=config_file)
     except CorralError as exc:
         _fail(exc)
+    os.environ.update(loaded.env_from_file)
+    for name in loaded.unknown_env:
+        click.echo(
+            f"corral: warning: unknown environment variable {describe_unknown_variable(name)}"
+            " ignored",
+            err=True,
+        )
     _add_app_dir(app_dir)
     try:
-        app = load_app(app_path)
+        app = load_app(app_path, factory=loaded.config.factory)
     except CorralError as exc:
         _fail(exc)
     config = loaded.config

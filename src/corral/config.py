@@ -4,24 +4,23 @@
 text, and the CLI builds its flags from these fields, so a setting is
 documented once and reaches the CLI, the environment (``CORRAL_<NAME>``) and
 the config file (``[tool.corral]`` in ``pyproject.toml``, or ``corral.toml``)
-alike. Precedence, highest first: CLI flag, environment, file, default.
+alike. Precedence, highest first: CLI flag, environment, file, the
+variables uvicorn and gunicorn users already set (``WEB_CONCURRENCY``,
+``FORWARDED_ALLOW_IPS``), default. Reading those sources lives in
+``config_sources``; turning raw values into typed ones in ``config_values``.
 """
 
 from __future__ import annotations
 
 import enum
-import os
-import tomllib
-from collections.abc import Callable, Mapping
+import importlib
+import ssl
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
+from corral.config_checks import validate_serving, validate_tls
 from corral.errors import ConfigError
 from corral.runtime import WorkerMode
-
-ENV_PREFIX = "CORRAL_"
-CONFIG_FILE_NAMES = ("corral.toml", "pyproject.toml")
 
 
 class ExhaustedAction(enum.Enum):
@@ -49,11 +48,46 @@ class Lifespan(enum.Enum):
     OFF = "off"
 
 
+class HttpImpl(enum.Enum):
+    """uvicorn's HTTP/1.1 implementation; corral's drain subclass wraps either."""
+
+    AUTO = "auto"  # httptools when it imports, else h11
+    H11 = "h11"
+    HTTPTOOLS = "httptools"
+
+
+class LoopImpl(enum.Enum):
+    AUTO = "auto"  # uvloop when it imports, else asyncio
+    ASYNCIO = "asyncio"
+    UVLOOP = "uvloop"
+
+
+class CertRequirement(enum.Enum):
+    """Whether the app port asks TLS clients for a certificate (``ssl.VerifyMode``)."""
+
+    NONE = "none"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+    @property
+    def verify_mode(self) -> ssl.VerifyMode:
+        return {
+            "none": ssl.CERT_NONE,
+            "optional": ssl.CERT_OPTIONAL,
+            "required": ssl.CERT_REQUIRED,
+        }[self.value]
+
+
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+# uvicorn's default for --forwarded-allow-ips when $FORWARDED_ALLOW_IPS is unset.
+DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")
+Header = tuple[str, str]
 
 
-def _doc(text: str, *, flag: bool = True) -> dict[str, Any]:
-    return {"help": text, "cli": flag}
+def _doc(text: str, *, flag_name: str | None = None) -> dict[str, Any]:
+    """Field metadata: help text, and the flag's name if it is not the field's
+    (``headers`` is ``--header``, repeatable, as in uvicorn). Every field is a flag."""
+    return {"help": text, "flag": flag_name}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +154,82 @@ class ServerConfig:
     )
     ssl_certfile: str | None = field(default=None, metadata=_doc("TLS certificate (PEM) path."))
     ssl_keyfile: str | None = field(default=None, metadata=_doc("TLS private key (PEM) path."))
+    # repr=False: like the metrics token, a key password must never reach a log line.
+    ssl_keyfile_password: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_doc(
+            "Password of an encrypted --ssl-keyfile. Prefer CORRAL_SSL_KEYFILE_PASSWORD: "
+            "flags show up in ps."
+        ),
+    )
+    ssl_ca_certs: str | None = field(
+        default=None, metadata=_doc("CA bundle (PEM) that client certificates are checked against.")
+    )
+    ssl_cert_reqs: CertRequirement = field(
+        default=CertRequirement.NONE,
+        metadata=_doc(
+            "Client certificates: none, optional or required (uvicorn's 0, 1, 2 also work)."
+        ),
+    )
+    ssl_ciphers: str | None = field(
+        default=None, metadata=_doc("OpenSSL cipher list for the app port. Default: OpenSSL's.")
+    )
+    fd: int | None = field(
+        default=None,
+        metadata=_doc("Serve on the listening socket inherited as this file descriptor."),
+    )
+    # --- How requests are served (uvicorn's options, uvicorn's spelling) ----
+    proxy_headers: bool = field(
+        default=True,
+        metadata=_doc(
+            "Trust X-Forwarded-For and X-Forwarded-Proto from --forwarded-allow-ips "
+            "for the client address and scheme."
+        ),
+    )
+    forwarded_allow_ips: tuple[str, ...] = field(
+        default=DEFAULT_FORWARDED_ALLOW_IPS,
+        metadata=_doc(
+            "Comma-separated addresses or networks (or *) whose proxy headers are trusted. "
+            "Default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1."
+        ),
+    )
+    root_path: str = field(
+        default="", metadata=_doc("ASGI root_path: the prefix a proxy mounts the app under.")
+    )
+    factory: bool = field(
+        default=False,
+        metadata=_doc("APP names a callable with no arguments that returns the ASGI app."),
+    )
+    limit_concurrency: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Answer 503 once a worker has this many connections or tasks. Default: no limit."
+        ),
+    )
+    h11_max_incomplete_event_size: int | None = field(
+        default=None,
+        metadata=_doc("Largest request head in bytes under --http h11. Default: h11's 16 KiB."),
+    )
+    headers: tuple[Header, ...] = field(
+        default=(),
+        metadata=_doc("Add 'Name: value' to every response; repeat for more.", flag_name="header"),
+    )
+    server_header: bool = field(default=True, metadata=_doc("Send 'server: uvicorn'."))
+    date_header: bool = field(default=True, metadata=_doc("Send a 'date' header."))
+    http: HttpImpl = field(
+        default=HttpImpl.AUTO, metadata=_doc("HTTP implementation: auto, h11 or httptools.")
+    )
+    loop: LoopImpl = field(
+        default=LoopImpl.AUTO, metadata=_doc("Event loop: auto, asyncio or uvloop.")
+    )
+    env_file: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Load environment variables from this dotenv file before reading CORRAL_* "
+            "variables; variables already set win."
+        ),
+    )
     # --- The side port: metrics, health, readiness, status -----------------
     metrics: bool = field(
         default=True,
@@ -193,8 +303,8 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("max_requests and max_requests_jitter must be 0 (off) or more")
     if cfg.max_requests_jitter and not cfg.max_requests:
         raise ConfigError("--max-requests-jitter needs --max-requests; set both or neither")
-    if (cfg.ssl_certfile is None) != (cfg.ssl_keyfile is None):
-        raise ConfigError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    validate_tls(cfg)
+    validate_serving(cfg)
     _validate_side_port(cfg)
 
 
@@ -213,187 +323,51 @@ def _validate_side_port(cfg: ServerConfig) -> None:
         raise ConfigError("metrics_token is empty; set a real token or unset it")
 
 
-# --- Turning raw values from any source into typed field values -----------
-
-
-def _parse_bool(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"not a boolean: {raw!r}")
-
-
-def _parse_optional_str(raw: object) -> str | None:
-    return None if raw is None or raw == "" else str(raw)
-
-
-def _parse_optional_int(raw: object) -> int | None:
-    return None if raw is None or raw == "" else _int(raw)
-
-
-def _parse_mode(raw: object) -> WorkerMode | None:
-    if raw is None or isinstance(raw, WorkerMode):
-        return raw
-    text = str(raw).strip().lower()
-    return None if text == "auto" else WorkerMode(text)
-
-
-def _enum_parser(kind: type[enum.Enum]) -> Callable[[object], Any]:
-    def parse(raw: object) -> Any:
-        return raw if isinstance(raw, kind) else kind(str(raw).strip().lower())
-
-    return parse
-
-
-def _int(raw: object) -> int:
-    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-        raise ValueError(f"not an integer: {raw!r}")
-    return int(str(raw).strip()) if isinstance(raw, str) else int(raw)  # type: ignore[call-overload]
-
-
-def _float(raw: object) -> float:
-    if isinstance(raw, bool):
-        raise ValueError(f"not a number: {raw!r}")
-    return float(raw)  # type: ignore[arg-type]
-
-
-_PARSERS: dict[str, Callable[[object], Any]] = {
-    "int": _int,
-    "float": _float,
-    "str": str,
-    "bool": _parse_bool,
-    "str | None": _parse_optional_str,
-    "int | None": _parse_optional_int,
-    "WorkerMode | None": _parse_mode,
-    "ExhaustedAction": _enum_parser(ExhaustedAction),
-    "LogFormat": _enum_parser(LogFormat),
-    "HungThreadAction": _enum_parser(HungThreadAction),
-    "Lifespan": _enum_parser(Lifespan),
-}
-
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(ServerConfig))
+
+
+def _spec(name: str) -> Any:
+    return next(f for f in fields(ServerConfig) if f.name == name)
 
 
 def field_default(name: str) -> Any:
     """The default of a field, for help texts."""
-    spec = next(f for f in fields(ServerConfig) if f.name == name)
+    spec = _spec(name)
     return None if spec.default is MISSING else spec.default
 
 
 def field_type(name: str) -> str:
-    spec = next(f for f in fields(ServerConfig) if f.name == name)
-    return str(spec.type)
+    return str(_spec(name).type)
 
 
 def field_help(name: str) -> str:
-    spec = next(f for f in fields(ServerConfig) if f.name == name)
-    return str(spec.metadata["help"])
+    return str(_spec(name).metadata["help"])
 
 
-# Fields whose plain ``str`` type needs normalising beyond what the type says.
-_FIELD_PARSERS: dict[str, Callable[[object], Any]] = {
-    "log_level": lambda raw: str(raw).strip().lower(),
+def field_flag(name: str) -> str:
+    """The CLI flag of a field: ``--max-restarts``, or ``--header`` for ``headers``."""
+    return "--" + (_spec(name).metadata.get("flag") or name).replace("_", "-")
+
+
+_MOVED = {
+    "CONFIG_FILE_NAMES": "corral.config_sources",
+    "ENV_PREFIX": "corral.config_sources",
+    "LoadedConfig": "corral.config_sources",
+    "find_config_file": "corral.config_sources",
+    "load_config": "corral.config_sources",
+    "read_config_file": "corral.config_sources",
+    "read_environment": "corral.config_sources",
+    "parse_field": "corral.config_values",
 }
 
 
-def parse_field(name: str, raw: object, source: str) -> Any:
-    """Coerce one raw value to the field's type, or raise a ``ConfigError`` naming the source."""
-    parser = _FIELD_PARSERS.get(name) or _PARSERS[field_type(name)]
-    try:
-        return parser(raw)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{source}: invalid value {raw!r} for {name} ({exc})") from None
+def __getattr__(name: str) -> Any:
+    """Names that moved to ``config_sources``/``config_values`` still import from here.
 
-
-# --- Sources ----------------------------------------------------------------
-
-
-def _normalise_key(key: str) -> str:
-    return key.strip().lower().replace("-", "_")
-
-
-def read_config_file(path: Path) -> dict[str, object]:
-    """Read ``[tool.corral]`` (or, in ``corral.toml``, the top level) from a TOML file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; fix the --config path") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    table = data.get("tool", {}).get("corral")
-    if table is None and path.name != "pyproject.toml":
-        table = {k: v for k, v in data.items() if k != "tool"}
-    if not isinstance(table, dict):
-        return {}
-    values: dict[str, object] = {}
-    for key, raw in table.items():
-        name = _normalise_key(key)
-        if name not in FIELD_NAMES:
-            raise ConfigError(
-                f"{path}: unknown config key {key!r}; valid keys are: {', '.join(FIELD_NAMES)}"
-            )
-        values[name] = parse_field(name, raw, str(path))
-    return values
-
-
-def find_config_file(cwd: Path) -> Path | None:
-    """The first of ``corral.toml`` / ``pyproject.toml`` (with a corral table) in ``cwd``."""
-    for name in CONFIG_FILE_NAMES:
-        candidate = cwd / name
-        if not candidate.is_file():
-            continue
-        if name == "pyproject.toml" and "[tool.corral]" not in candidate.read_text("utf-8"):
-            continue
-        return candidate
-    return None
-
-
-def read_environment(environ: Mapping[str, str]) -> tuple[dict[str, object], list[str]]:
-    """``CORRAL_<FIELD>`` values, plus the ``CORRAL_*`` names that match no field.
-
-    Unknown names are returned rather than rejected: other tools may use the
-    prefix, so the caller warns about them instead of refusing to start.
+    Looked up lazily: those modules import this one, so importing them at the
+    top would be a cycle.
     """
-    values: dict[str, object] = {}
-    unknown: list[str] = []
-    for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX):
-            continue
-        name = key[len(ENV_PREFIX) :].lower()
-        if name in FIELD_NAMES:
-            values[name] = parse_field(name, raw, f"environment variable {key}")
-        else:
-            unknown.append(key)
-    return values, unknown
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedConfig:
-    """A config plus where it came from, for the start-up log line."""
-
-    config: ServerConfig
-    file: Path | None
-    unknown_env: tuple[str, ...]
-
-
-def load_config(
-    cli_values: Mapping[str, object],
-    *,
-    config_path: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-) -> LoadedConfig:
-    """Merge file, environment and CLI values (later wins) into one ``ServerConfig``."""
-    environ = os.environ if environ is None else environ
-    path = config_path or find_config_file(cwd or Path.cwd())
-    merged: dict[str, object] = read_config_file(path) if path else {}
-    env_values, unknown = read_environment(environ)
-    merged.update(env_values)
-    for name, raw in cli_values.items():
-        if raw is not None:
-            merged[name] = parse_field(name, raw, f"--{name.replace('_', '-')}")
-    return LoadedConfig(ServerConfig(**merged), path, tuple(unknown))  # type: ignore[arg-type]
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

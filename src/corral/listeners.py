@@ -15,13 +15,26 @@ import os
 import socket
 import ssl
 import stat
+from collections.abc import MutableMapping
 
 from corral.config import ServerConfig
 from corral.errors import BindError, ConfigError
+from corral.inherited import adopt_fd, adopt_systemd_sockets, is_inherited
 
 
-def create_listeners(config: ServerConfig) -> list[socket.socket]:
-    """Bind and listen according to ``config``; raises ``BindError`` naming the fix."""
+def create_listeners(
+    config: ServerConfig, environ: MutableMapping[str, str] | None = None
+) -> list[socket.socket]:
+    """Adopt the sockets systemd passed, or ``--fd``, or bind according to ``config``;
+    raises ``BindError`` naming the fix."""
+    activated = adopt_systemd_sockets(os.environ if environ is None else environ, config.backlog)
+    if activated and config.fd is not None:
+        close_listeners(activated)
+        raise ConfigError("--fd and systemd socket activation (LISTEN_FDS) both; use one")
+    if activated:
+        return activated
+    if config.fd is not None:
+        return [adopt_fd(config.fd, config.backlog, "--fd")]
     if config.uds:
         return [_bind_unix(config.uds, config.backlog)]
     return [_bind_tcp(config.host, config.port, config.backlog)]
@@ -94,7 +107,8 @@ def close_listeners(sockets: list[socket.socket]) -> None:
     for sock in sockets:
         if sock.fileno() == -1:
             continue  # already closed: closing is idempotent for callers
-        path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+        owned = sock.family == socket.AF_UNIX and not is_inherited(sock)
+        path = sock.getsockname() if owned else None
         sock.close()
         if isinstance(path, str) and path:
             with contextlib.suppress(FileNotFoundError):
@@ -102,17 +116,44 @@ def close_listeners(sockets: list[socket.socket]) -> None:
 
 
 def load_tls(config: ServerConfig) -> ssl.SSLContext | None:
-    """Load the certificate and key once, up front, so a bad path or a key that does not
-    match fails at start-up with a clear error rather than in every worker."""
+    """Load every TLS setting once, up front, so a bad path, a wrong key password or a
+    cipher list OpenSSL rejects fails at start-up with a clear error rather than in
+    every worker. Workers build their own context from the same settings (uvicorn's
+    ``create_ssl_context``): an ``SSLContext`` cannot cross into a worker process."""
     if config.ssl_certfile is None or config.ssl_keyfile is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    password = config.ssl_keyfile_password
     try:
-        context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile)
+        context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password or None)
     except (OSError, ssl.SSLError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
             f"cannot load TLS certificate {config.ssl_certfile!r} with key "
-            f"{config.ssl_keyfile!r} ({reason}); check --ssl-certfile and --ssl-keyfile"
+            f"{config.ssl_keyfile!r} ({_reason(exc)}); check --ssl-certfile, --ssl-keyfile"
+            " and --ssl-keyfile-password"
         ) from None
+    context.verify_mode = config.ssl_cert_reqs.verify_mode
+    _load_tls_extras(context, config)
     return context
+
+
+def _load_tls_extras(context: ssl.SSLContext, config: ServerConfig) -> None:
+    if config.ssl_ca_certs is not None:
+        try:
+            context.load_verify_locations(config.ssl_ca_certs)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot load CA certificates {config.ssl_ca_certs!r} ({_reason(exc)});"
+                " fix --ssl-ca-certs"
+            ) from None
+    if config.ssl_ciphers is not None:
+        try:
+            context.set_ciphers(config.ssl_ciphers)
+        except ssl.SSLError:
+            raise ConfigError(
+                f"OpenSSL accepts none of the ciphers {config.ssl_ciphers!r}; fix --ssl-ciphers"
+            ) from None
+
+
+def _reason(exc: OSError | ssl.SSLError) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

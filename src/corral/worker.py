@@ -29,11 +29,11 @@ import uvicorn
 from corral.appload import ASGIApp, load_app
 from corral.config import ServerConfig
 from corral.errors import AppImportError
-from corral.http_protocol import with_fresh_connection_grace
 from corral.liveness import Heartbeat
 from corral.logs import configure_logging
 from corral.request_stats.recorder import RequestMetricsMiddleware, RequestRecorder, open_recorder
 from corral.runtime import WorkerMode
+from corral.uvicorn_config import build_uvicorn_config
 
 # How long an orphaned worker (its supervisor died) may spend draining.
 ORPHAN_GRACE_SECONDS = 1.0
@@ -229,22 +229,7 @@ class WorkerEngine:
         self.spec = spec
         self._sockets = sockets
         self._report = report
-        cfg = spec.config
-        uv_config = uvicorn.Config(
-            app,
-            lifespan=cfg.lifespan.value,
-            log_config=None,
-            access_log=cfg.access_log,
-            backlog=cfg.backlog,
-            timeout_keep_alive=cfg.timeout_keep_alive,
-            timeout_graceful_shutdown=None,  # the supervisor owns the drain deadline
-            ssl_certfile=cfg.ssl_certfile,
-            ssl_keyfile=cfg.ssl_keyfile,
-        )
-        uv_config.load()
-        uv_config.http_protocol_class = with_fresh_connection_grace(uv_config.http_protocol_class)
-        if ssl_context is not None:
-            uv_config.ssl = ssl_context
+        uv_config = build_uvicorn_config(spec.config, app, ssl_context)
         self._recorder: RequestRecorder | None = None
         if spec.stats_path is not None:
             # Wrap what uvicorn loaded, not the raw app: by now an ASGI2 app
@@ -376,7 +361,7 @@ def process_main(
 
     assert spec.app_path is not None, "process workers import the app themselves"
     try:
-        app = load_app(spec.app_path)
+        app = load_app(spec.app_path, factory=cfg.factory)
     except AppImportError as exc:
         report(BootFailed(spec.slot, spec.generation, str(exc)))
         os._exit(EXIT_APP_IMPORT)

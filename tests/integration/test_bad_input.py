@@ -7,9 +7,11 @@ only at what an operator would see: the exit status, stdout and stderr.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from corral.errors import ExitCode
-from tests.conftest import ROOT, CorralProcess, pid_alive, run_cli
+from tests.conftest import ROOT, CorralProcess, corral_env, pid_alive, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -424,3 +426,143 @@ def test_garbage_on_the_side_port_does_not_disturb_corral(
     assert server.side("/healthz").status_code == 200
     assert server.get("/").status_code == 200
     assert not [line for line in server.lines if "Traceback" in line]
+
+
+# --- Serving options: inherited sockets, env files, headers, strict config ---------------
+
+
+def test_fd_that_is_not_open() -> None:
+    result = run_app("examples.hello:app", "--fd", "987")
+    assert_one_line_error(result, ExitCode.BIND, "--fd 987 is not an open file descriptor")
+
+
+def test_fd_that_is_not_a_socket(tmp_path: Path) -> None:
+    """The fd is open in corral (a file the launcher passed), but it is a regular file."""
+    path = tmp_path / "plain.txt"
+    path.write_text("not a socket")
+    with path.open("rb") as handle:
+        fd = handle.fileno()
+        os.set_inheritable(fd, True)
+        command = [sys.executable, "-m", "corral", "run", "examples.hello:app", "--fd", str(fd)]
+        proc = subprocess.run(
+            command, env=corral_env(), cwd=ROOT, capture_output=True, text=True,
+            pass_fds=(fd,), timeout=60, check=False,
+        )  # fmt: skip
+    assert_one_line_error(proc, ExitCode.BIND, f"--fd {fd} is not a socket")
+
+
+def test_fd_that_is_a_datagram_socket() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        fd = sock.fileno()
+        os.set_inheritable(fd, True)
+        command = [sys.executable, "-m", "corral", "run", "examples.hello:app", "--fd", str(fd)]
+        proc = subprocess.run(
+            command, env=corral_env(), cwd=ROOT, capture_output=True, text=True,
+            pass_fds=(fd,), timeout=60, check=False,
+        )  # fmt: skip
+    assert_one_line_error(proc, ExitCode.BIND, "not a stream socket")
+
+
+@pytest.mark.parametrize("count", ["abc", "0", ""])
+def test_listen_fds_garbage(count: str) -> None:
+    launcher = (
+        "import os, sys; os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=sys.argv[1]);"
+        " os.execv(sys.executable, [sys.executable, '-m', 'corral', 'run', 'examples.hello:app',"
+        " '--port', '0'])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", launcher, count], env=corral_env(), cwd=ROOT,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert_one_line_error(proc, ExitCode.BIND, f"LISTEN_FDS={count!r}", "fix the socket unit")
+
+
+def test_listen_fds_for_another_process_is_ignored() -> None:
+    """A LISTEN_PID that is not ours means the variables were meant for someone else."""
+    result = run_cli("check", "examples.hello:app", env={"LISTEN_PID": "1", "LISTEN_FDS": "x"})
+    assert result.returncode == ExitCode.OK, result.stderr
+
+
+def test_env_file_that_does_not_exist(tmp_path: Path) -> None:
+    result = run_app("examples.hello:app", "--env-file", str(tmp_path / "missing.env"))
+    assert_one_line_error(result, ExitCode.CONFIG, "missing.env does not exist", "--env-file")
+
+
+@pytest.mark.parametrize(
+    ("header", "needle"),
+    [
+        ("X-Ok", "is not 'Name: value'"),
+        ("Bad Name: 1", "'Bad Name' is not a valid HTTP field name"),
+        ("X-Snow: ☃", "has a value HTTP cannot carry"),
+    ],
+)
+def test_bad_header(header: str, needle: str) -> None:
+    result = run_app("examples.hello:app", "--header", header)
+    assert_one_line_error(result, ExitCode.CONFIG, needle)
+
+
+def test_wrong_toml_type_in_config_file(tmp_path: Path) -> None:
+    (tmp_path / "corral.toml").write_text('workers = "3"\n', encoding="utf-8")
+    result = run_app("examples.hello:app", "--app-dir", str(ROOT), cwd=tmp_path)
+    assert_one_line_error(
+        result, ExitCode.CONFIG, "workers must be an integer, not a string", "write workers = 3"
+    )
+
+
+def test_misspelt_config_key_gets_a_suggestion(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool]\ncorral = { "shutdown-timout" = 3 }\n', encoding="utf-8"
+    )
+    result = run_app("examples.hello:app", "--app-dir", str(ROOT), cwd=tmp_path)
+    assert_one_line_error(
+        result, ExitCode.CONFIG, "unknown config key 'shutdown-timout'", "'shutdown-timeout'?"
+    )
+
+
+def test_check_warns_about_a_misspelt_variable_but_not_status_url() -> None:
+    result = run_cli(
+        "check",
+        "examples.hello:app",
+        env={"CORRAL_WORKRES": "2", "CORRAL_STATUS_URL": "http://127.0.0.1:1"},
+    )
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "corral: warning: unknown environment variable CORRAL_WORKRES"
+        " (did you mean CORRAL_WORKERS?) ignored"
+    ]
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls-extras")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--ssl-ca-certs", "/nonexistent/ca.pem"], "fix --ssl-ca-certs"),
+        (["--ssl-ciphers", "NO-SUCH-CIPHER"], "fix --ssl-ciphers"),
+        (["--ssl-cert-reqs", "required"], "set that too"),
+    ],
+)
+def test_tls_extras_that_cannot_be_used(
+    self_signed: tuple[Path, Path], extra: list[str], needle: str
+) -> None:
+    cert, key = self_signed
+    result = run_app(
+        "examples.hello:app", "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), *extra
+    )
+    assert_one_line_error(result, ExitCode.CONFIG, needle)
+
+
+def test_fd_and_uds_together() -> None:
+    result = run_app("examples.hello:app", "--fd", "3", "--uds", "/tmp/x.sock")
+    assert_one_line_error(result, ExitCode.CONFIG, "--fd and --uds")

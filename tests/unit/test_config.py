@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -10,20 +12,24 @@ import pytest
 
 from corral.config import (
     FIELD_NAMES,
+    CertRequirement,
     ExhaustedAction,
     Lifespan,
-    LoadedConfig,
     LogFormat,
     ServerConfig,
     field_default,
     field_help,
     field_type,
+)
+from corral.config_sources import (
+    LoadedConfig,
+    describe_unknown_variable,
     find_config_file,
     load_config,
-    parse_field,
     read_config_file,
     read_environment,
 )
+from corral.config_values import parse_field
 from corral.errors import ConfigError, ExitCode
 from corral.runtime import WorkerMode
 
@@ -68,7 +74,7 @@ def test_defaults() -> None:
 def test_field_helpers() -> None:
     assert FIELD_NAMES[0] == "host"
     assert "max_restarts" in FIELD_NAMES
-    assert len(FIELD_NAMES) == len(set(FIELD_NAMES)) == 31
+    assert len(FIELD_NAMES) == len(set(FIELD_NAMES)) == 48
     assert field_default("workers") == 1
     assert field_default("mode") is None
     assert field_type("workers") == "int"
@@ -83,7 +89,10 @@ def test_every_field_has_a_parser_and_help() -> None:
         default = field_default(name)
         if default is None:
             continue
-        raw = default.value if hasattr(default, "value") else str(default)
+        if isinstance(default, tuple):
+            raw: object = default
+        else:
+            raw = default.value if hasattr(default, "value") else str(default)
         assert parse_field(name, raw, "test") == default
 
 
@@ -288,13 +297,31 @@ def test_dashed_keys_accepted(tmp_path: Path) -> None:
 
 def test_unknown_file_key_lists_valid_keys(tmp_path: Path) -> None:
     path = tmp_path / "corral.toml"
-    path.write_text("workers = 2\nwrokers = 3\n")
+    path.write_text("workers = 2\nfrobnicate = 3\n")
     with pytest.raises(ConfigError) as info:
         read_config_file(path)
     message = str(info.value)
-    assert "unknown config key 'wrokers'" in message
+    assert "unknown config key 'frobnicate'" in message
     assert str(path) in message
     assert "valid keys are: " + ", ".join(FIELD_NAMES) in message
+
+
+@pytest.mark.parametrize(
+    ("line", "suggestion"),
+    [
+        ("wrokers = 3", "did you mean 'workers'?"),
+        ("max-restart = 3", "did you mean 'max-restarts'?"),
+        ("shutdown_timout = 3", "did you mean 'shutdown_timeout'?"),
+        ('forwarded-allowed-ips = "*"', "did you mean 'forwarded-allow-ips'?"),
+    ],
+)
+def test_unknown_file_key_suggests_the_nearest_in_the_same_spelling(
+    tmp_path: Path, line: str, suggestion: str
+) -> None:
+    path = tmp_path / "corral.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=re.escape(suggestion)):
+        read_config_file(path)
 
 
 def test_bad_toml_raises_config_error(tmp_path: Path) -> None:
@@ -314,7 +341,9 @@ def test_missing_config_file_raises_config_error(tmp_path: Path) -> None:
 def test_bad_value_in_file_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "corral.toml"
     path.write_text('workers = "many"\n')
-    with pytest.raises(ConfigError, match=r"corral\.toml: invalid value 'many' for workers"):
+    with pytest.raises(
+        ConfigError, match=r"corral\.toml: workers must be an integer, not a string"
+    ):
         read_config_file(path)
 
 
@@ -432,3 +461,217 @@ def test_merged_values_are_validated_together(tmp_path: Path) -> None:
     (tmp_path / "corral.toml").write_text("backoff_cap = 1.0\n")
     with pytest.raises(ConfigError, match="backoff_cap must be at least backoff_base"):
         _load(environ={"CORRAL_BACKOFF_BASE": "2"}, cwd=tmp_path)
+
+
+# --- Strict files: types, spellings, where the table lives ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ('workers = "3"', "workers must be an integer, not a string ('3'); write workers = 3"),
+        ('access-log = "true"', "access_log must be true or false, not a string"),
+        ("shutdown_timeout = true", "shutdown_timeout must be a number, not a boolean"),
+        ("host = 1", "host must be a string, not an integer"),
+        ("forwarded-allow-ips = [1, 2]", "forwarded_allow_ips must be a string or a list"),
+        ('headers = "X-A: 1"', "headers must be a list of 'Name: value' strings or a table"),
+    ],
+)
+def test_file_values_of_the_wrong_toml_type_are_rejected(
+    tmp_path: Path, line: str, fragment: str
+) -> None:
+    path = tmp_path / "corral.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(ConfigError) as info:
+        read_config_file(path)
+    assert fragment in str(info.value)
+    assert info.value.exit_code == ExitCode.CONFIG
+
+
+def test_env_values_are_text_and_parsed(tmp_path: Path) -> None:
+    cfg = _load(environ={"CORRAL_WORKERS": "3", "CORRAL_PROXY_HEADERS": "off"}, cwd=tmp_path).config
+    assert (cfg.workers, cfg.proxy_headers) == (3, False)
+
+
+def test_pyproject_tool_table_with_inline_corral(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool]\ncorral = { workers = 4, root-path = "/api" }\n'
+    )
+    assert find_config_file(tmp_path) == tmp_path / "pyproject.toml"
+    cfg = _load(cwd=tmp_path).config
+    assert (cfg.workers, cfg.root_path) == (4, "/api")
+
+
+def test_pyproject_mentioning_corral_in_text_only_is_not_a_config(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\ndescription = "not [tool.corral] at all"\n'
+    )
+    assert find_config_file(tmp_path) is None
+
+
+def test_corral_toml_with_top_level_keys_and_a_table_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "corral.toml"
+    path.write_text("workers = 2\n\n[tool.corral]\nmax-restarts = 3\n")
+    with pytest.raises(ConfigError, match=r"both top-level keys \(workers\) and a \[tool.corral\]"):
+        read_config_file(path)
+
+
+def test_corral_toml_with_another_tools_table_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "corral.toml"
+    path.write_text("[tool.black]\nline-length = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown table \[tool.black\]"):
+        read_config_file(path)
+
+
+def test_one_key_in_both_spellings_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "corral.toml"
+    path.write_text("max-restarts = 2\nmax_restarts = 3\n")
+    with pytest.raises(ConfigError, match="max_restarts is set twice"):
+        read_config_file(path)
+
+
+# --- corral's own and foreign environment variables -----------------------------------
+
+
+def test_status_url_is_corrals_own_variable_not_unknown(tmp_path: Path) -> None:
+    loaded = _load(environ={"CORRAL_STATUS_URL": "http://x", "CORRAL_WORKRES": "2"}, cwd=tmp_path)
+    assert loaded.unknown_env == ("CORRAL_WORKRES",)
+    assert describe_unknown_variable("CORRAL_WORKRES") == (
+        "CORRAL_WORKRES (did you mean CORRAL_WORKERS?)"
+    )
+    assert describe_unknown_variable("CORRAL_ZZZZZZZZZZ") == "CORRAL_ZZZZZZZZZZ"
+
+
+def test_web_concurrency_ranks_below_file_env_and_flag(tmp_path: Path) -> None:
+    environ = {"WEB_CONCURRENCY": "3"}
+    assert _load(environ=environ, cwd=tmp_path).config.workers == 3
+    file = tmp_path / "corral.toml"
+    file.write_text("workers = 4\n")
+    assert _load(environ=environ, config_path=file, cwd=tmp_path).config.workers == 4
+    both = {**environ, "CORRAL_WORKERS": "5"}
+    assert _load(environ=both, config_path=file, cwd=tmp_path).config.workers == 5
+    assert _load({"workers": "6"}, environ=both, cwd=tmp_path).config.workers == 6
+
+
+def test_web_concurrency_garbage_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="environment variable WEB_CONCURRENCY"):
+        _load(environ={"WEB_CONCURRENCY": "lots"}, cwd=tmp_path)
+
+
+def test_forwarded_allow_ips_default_and_sources(tmp_path: Path) -> None:
+    assert _load(cwd=tmp_path).config.forwarded_allow_ips == ("127.0.0.1", "::1")
+    foreign = {"FORWARDED_ALLOW_IPS": "10.0.0.1, 10.0.0.2"}
+    assert _load(environ=foreign, cwd=tmp_path).config.forwarded_allow_ips == (
+        "10.0.0.1",
+        "10.0.0.2",
+    )
+    own = {**foreign, "CORRAL_FORWARDED_ALLOW_IPS": "*"}
+    assert _load(environ=own, cwd=tmp_path).config.forwarded_allow_ips == ("*",)
+    flag = _load({"forwarded_allow_ips": "192.0.2.0/24"}, environ=own, cwd=tmp_path)
+    assert flag.config.forwarded_allow_ips == ("192.0.2.0/24",)
+
+
+# --- Multi-valued settings ------------------------------------------------------------
+
+
+def test_headers_from_every_source(tmp_path: Path) -> None:
+    pairs = (("X-A", "1"), ("X-B", "two words"))
+    assert parse_field("headers", ("X-A: 1", "X-B:two words"), "--header") == pairs
+    assert parse_field("headers", "X-A: 1\nX-B: two words", "env") == pairs
+    assert parse_field("headers", {"X-A": "1", "X-B": "two words"}, "file") == pairs
+    path = tmp_path / "corral.toml"
+    path.write_text('headers = ["X-A: 1", "X-B: two words"]\n')
+    assert read_config_file(path) == {"headers": pairs}
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (("no colon here",), "is not 'Name: value'"),
+        ((": empty name",), "is not 'Name: value'"),
+    ],
+)
+def test_malformed_header_lines(raw: tuple[str, ...], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_field("headers", raw, "--header")
+
+
+@pytest.mark.parametrize(
+    ("headers", "fragment"),
+    [
+        ((("Bad Name", "x"),), "'Bad Name' is not a valid HTTP field name"),
+        ((("X-A", "a\rb"),), "has a value HTTP cannot carry"),
+        ((("X-A", "snow ☃"),), "has a value HTTP cannot carry"),
+    ],
+)
+def test_invalid_headers_are_rejected(headers: tuple[tuple[str, str], ...], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        ServerConfig(headers=headers)
+
+
+def test_cert_reqs_accepts_uvicorn_numbers_and_names() -> None:
+    assert parse_field("ssl_cert_reqs", "2", "x") is CertRequirement.REQUIRED
+    assert parse_field("ssl_cert_reqs", "optional", "x") is CertRequirement.OPTIONAL
+    assert CertRequirement.REQUIRED.verify_mode == ssl.CERT_REQUIRED
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"ssl_ca_certs": "ca.pem"}, "--ssl-ca-certs needs TLS"),
+        ({"ssl_keyfile_password": "pw"}, "--ssl-keyfile-password needs TLS"),
+        (
+            {"ssl_certfile": "c", "ssl_keyfile": "k", "ssl_cert_reqs": CertRequirement.REQUIRED},
+            "set that too",
+        ),
+        ({"limit_concurrency": 0}, "limit_concurrency must be at least 1"),
+        ({"fd": -1}, "fd must be a file descriptor number"),
+        ({"fd": 3, "uds": "/tmp/x"}, "--fd and --uds"),
+        ({"root_path": "api"}, "must start with '/'"),
+        ({"root_path": "/api/"}, "must start with '/'"),
+        ({"forwarded_allow_ips": ()}, "--no-proxy-headers"),
+        ({"forwarded_allow_ips": ("10.0.0.300",)}, "'10.0.0.300' is not an IP address"),
+        ({"forwarded_allow_ips": ("10.0.0.1/8",)}, "host bits zero"),
+        ({"forwarded_allow_ips": ("*", "10.0.0.1")}, "pass it alone"),
+    ],
+)
+def test_new_serving_settings_are_validated(kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        ServerConfig(**kwargs)
+
+
+def test_key_password_is_kept_out_of_repr() -> None:
+    cfg = ServerConfig(ssl_certfile="c", ssl_keyfile="k", ssl_keyfile_password="hunter2")
+    assert "hunter2" not in repr(cfg)
+
+
+# --- The env file ---------------------------------------------------------------------
+
+
+def test_env_file_feeds_corral_variables_and_does_not_override(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        '# comment\nCORRAL_WORKERS=3\nexport APP_GREETING="hello there"\nKEEP=from-file\n'
+    )
+    loaded = _load({"env_file": ".env"}, environ={"KEEP": "from-env"}, cwd=tmp_path)
+    assert loaded.config.workers == 3
+    assert dict(loaded.env_from_file) == {"CORRAL_WORKERS": "3", "APP_GREETING": "hello there"}
+
+
+def test_env_file_named_in_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "vars.env").write_text("CORRAL_MAX_RESTARTS=8\n")
+    (tmp_path / "corral.toml").write_text('env-file = "vars.env"\n')
+    assert _load(cwd=tmp_path).config.max_restarts == 8
+
+
+def test_missing_env_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"env file .*nope.env does not exist; fix --env-file"):
+        _load({"env_file": "nope.env"}, cwd=tmp_path)
+
+
+def test_old_import_paths_still_work() -> None:
+    from corral import config  # noqa: PLC0415
+
+    assert config.load_config is load_config
+    assert config.parse_field is parse_field
+    with pytest.raises(AttributeError):
+        _ = config.no_such_name

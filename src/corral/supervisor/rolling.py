@@ -58,7 +58,7 @@ class Roller:
             return
         if self._spawner.mode is WorkerMode.THREAD and self._app_path is not None:
             try:
-                self._spawner.app = reload_app(self._app_path)
+                self._spawner.app = reload_app(self._app_path, factory=self._spawner.config.factory)
             except AppImportError as exc:
                 self._emit(EventKind.RELOAD, message=f"reload failed, keeping old code: {exc}")
                 return
