@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.errors import AppImportError
+from corral.user_traceback import user_traceback
 
 ASGIApp = Callable[..., Any]
 
@@ -38,9 +39,9 @@ def load_app(app_path: str) -> ASGIApp:
                 f"cannot import module {module_name!r}: no module named {exc.name!r}; "
                 "check the app path and run corral from the project directory"
             ) from None
-        raise AppImportError(f"importing {module_name!r} failed: {_one_line(exc)}") from None
+        raise _import_failed(module_name, exc) from None
     except (Exception, SystemExit) as exc:  # the app's own import-time error, whatever it is
-        raise AppImportError(f"importing {module_name!r} failed: {_one_line(exc)}") from None
+        raise _import_failed(module_name, exc) from None
     return _resolve(module, module_name, attribute)
 
 
@@ -77,6 +78,17 @@ def reload_app(app_path: str) -> ASGIApp:
     return load_app(app_path)
 
 
+def _import_failed(module_name: str, exc: BaseException) -> AppImportError:
+    """The one-line summary names the file and line; the user's frames go alongside."""
+    shown = user_traceback(exc)
+    where = f" at {shown.location}" if shown.location else ""
+    return AppImportError(
+        f"importing {module_name!r} failed{where}: {_one_line(exc)}", traceback=shown.text
+    )
+
+
 def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
+    # A SyntaxError's str() repeats the file and line the summary already names.
+    message = exc.msg if isinstance(exc, SyntaxError) else exc
+    text = f"{type(exc).__name__}: {message}".strip()
     return text.splitlines()[0] if text else type(exc).__name__

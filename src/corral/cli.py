@@ -35,7 +35,7 @@ from corral.config import (
     field_type,
     load_config,
 )
-from corral.errors import CorralError, ExitCode
+from corral.errors import AppImportError, CorralError, ExitCode
 from corral.listeners import close_listeners, create_listeners, describe, load_tls
 from corral.logs import configure_logging
 from corral.observability import Observability
@@ -90,6 +90,8 @@ def _with_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _fail(error: CorralError) -> NoReturn:
+    if isinstance(error, AppImportError) and error.traceback:
+        click.echo(error.traceback, err=True, nl=False)  # the app's own frames, not corral's
     click.echo(f"corral: error: {error}", err=True)
     sys.exit(int(error.exit_code))
 
@@ -184,12 +186,15 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
 @_config_file_option
 @click.option("--app-dir", default=".", show_default=True, help="Directory to import APP from.")
 @_config_option("mode")
-def check(app_path: str, config_file: Path | None, app_dir: str, mode: str | None) -> None:
+@_config_option("log_level")
+def check(app_path: str, config_file: Path | None, app_dir: str, **values: Any) -> None:
     """Validate the configuration, import APP, and say which worker mode corral would use."""
     try:
-        loaded = load_config({"mode": mode}, config_path=config_file)
+        loaded = load_config(values, config_path=config_file)
     except CorralError as exc:
         _fail(exc)
+    # What the app logs while it is imported shows as it would under `corral run`.
+    configure_logging(loaded.config.log_format, loaded.config.log_level)
     _add_app_dir(app_dir)
     try:
         app = load_app(app_path)

@@ -39,9 +39,18 @@ class ConfigError(CorralError):
 
 
 class AppImportError(CorralError):
-    """The app path does not import, or names nothing callable."""
+    """The app path does not import, or names nothing callable.
+
+    ``traceback`` holds the user's own frames of what the import raised
+    (corral's and importlib's left out), or "" when there is nothing to show;
+    the CLI prints it above the one-line message.
+    """
 
     exit_code = ExitCode.APP_IMPORT
+
+    def __init__(self, message: str, *, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
 
 
 class BindError(CorralError):

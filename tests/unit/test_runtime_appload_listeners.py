@@ -159,25 +159,28 @@ def test_load_app_missing_submodule_of_real_package() -> None:
         load_app("corral.nope_xyz:app")
 
 
-def test_load_app_missing_dependency_is_an_import_failure(app_module: ModuleFactory) -> None:
+def test_load_app_missing_dependency_is_an_import_failure(
+    app_module: ModuleFactory, tmp_path: Path
+) -> None:
     name = app_module("import corral_missing_dependency_xyz\napp = None\n")
     with pytest.raises(AppImportError) as info:
         load_app(f"{name}:app")
     assert str(info.value) == (
-        f"importing {name!r} failed: ModuleNotFoundError: "
+        f"importing {name!r} failed at {tmp_path / name}.py:1: ModuleNotFoundError: "
         "No module named 'corral_missing_dependency_xyz'"
     )
 
 
 def test_load_app_missing_dependency_sharing_a_name_prefix(
-    app_module: ModuleFactory,
+    app_module: ModuleFactory, tmp_path: Path
 ) -> None:
     # The app module is named corral_unit_app_<pid>_<n>; it imports the missing "corral_unit".
     name = app_module("import corral_unit\napp = None\n")
     with pytest.raises(AppImportError) as info:
         load_app(f"{name}:app")
     assert str(info.value) == (
-        f"importing {name!r} failed: ModuleNotFoundError: No module named 'corral_unit'"
+        f"importing {name!r} failed at {tmp_path / name}.py:1:"
+        " ModuleNotFoundError: No module named 'corral_unit'"
     )
 
 
@@ -207,30 +210,36 @@ def test_load_app_not_callable(app_module: ModuleFactory) -> None:
     )
 
 
-def test_load_app_import_raising_gives_one_line(app_module: ModuleFactory) -> None:
+def test_load_app_import_raising_gives_one_line(app_module: ModuleFactory, tmp_path: Path) -> None:
     name = app_module('raise RuntimeError("database unreachable\\nsecond line\\nthird")\n')
     with pytest.raises(AppImportError) as info:
         load_app(f"{name}:app")
     message = str(info.value)
-    assert message == f"importing {name!r} failed: RuntimeError: database unreachable"
+    assert message == (
+        f"importing {name!r} failed at {tmp_path / name}.py:1: RuntimeError: database unreachable"
+    )
     assert "\n" not in message
     assert info.value.__cause__ is None
     assert info.value.__suppress_context__ is True
 
 
-def test_load_app_import_raising_without_message(app_module: ModuleFactory) -> None:
+def test_load_app_import_raising_without_message(app_module: ModuleFactory, tmp_path: Path) -> None:
     name = app_module("raise ZeroDivisionError()\n")
     with pytest.raises(AppImportError) as info:
         load_app(f"{name}:app")
-    assert str(info.value) == f"importing {name!r} failed: ZeroDivisionError:"
+    assert (
+        str(info.value)
+        == f"importing {name!r} failed at {tmp_path / name}.py:1: ZeroDivisionError:"
+    )
 
 
-def test_load_app_syntax_error_is_one_line(app_module: ModuleFactory) -> None:
+def test_load_app_syntax_error_is_one_line(app_module: ModuleFactory, tmp_path: Path) -> None:
     name = app_module("def broken(:\n    pass\n")
     with pytest.raises(AppImportError) as info:
         load_app(f"{name}:app")
     message = str(info.value)
-    assert message.startswith(f"importing {name!r} failed: SyntaxError: ")
+    assert message.startswith(f"importing {name!r} failed at {tmp_path / name}.py:1: SyntaxError: ")
+    assert info.value.traceback.startswith(f'  File "{tmp_path / name}.py", line 1\n')
     assert "\n" not in message
 
 
