@@ -39,6 +39,7 @@ class HungThreadAction(enum.Enum):
 
 
 class LogFormat(enum.Enum):
+    AUTO = "auto"  # console on a terminal, JSON otherwise (structlog's recommendation)
     JSON = "json"
     CONSOLE = "console"
 
@@ -108,7 +109,10 @@ class ServerConfig:
         default=0,
         metadata=_doc("Add a random 0..N to --max-requests per worker, so they recycle apart."),
     )
-    log_format: LogFormat = field(default=LogFormat.JSON, metadata=_doc("json or console."))
+    log_format: LogFormat = field(
+        default=LogFormat.AUTO,
+        metadata=_doc("auto (console when stderr is a terminal, else json), json or console."),
+    )
     log_level: str = field(default="info", metadata=_doc("Log level: " + ", ".join(LOG_LEVELS)))
     access_log: bool = field(default=False, metadata=_doc("Log one structured line per request."))
     lifespan: Lifespan = field(

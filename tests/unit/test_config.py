@@ -55,7 +55,7 @@ def test_defaults() -> None:
     assert cfg.shutdown_timeout == 30.0
     assert cfg.force_stop_grace == 3.0
     assert cfg.on_exhausted is ExhaustedAction.DEGRADE
-    assert cfg.log_format is LogFormat.JSON
+    assert cfg.log_format is LogFormat.AUTO
     assert cfg.log_level == "info"
     assert cfg.access_log is False
     assert cfg.lifespan is Lifespan.AUTO
