@@ -32,6 +32,7 @@ from corral.config import (
     ServerConfig,
     field_default,
     field_help,
+    field_repeats,
     field_type,
     load_config,
 )
@@ -39,9 +40,11 @@ from corral.errors import AppImportError, CorralError, ExitCode
 from corral.listeners import close_listeners, create_listeners, describe, load_tls
 from corral.logs import configure_logging
 from corral.observability import Observability
+from corral.reloader import Reloader
 from corral.runtime import WorkerMode, decide_mode
 from corral.sdnotify import SystemdNotifier
 from corral.supervisor import Supervisor
+from corral.watch import WatchSpec
 
 _CHOICES: dict[str, list[str]] = {
     "WorkerMode | None": ["auto", *(m.value for m in WorkerMode)],
@@ -67,6 +70,8 @@ def _shown_default(name: str) -> str:
         return "auto" if name == "mode" else "none"
     if isinstance(default, bool):
         return "on" if default else "off"
+    if isinstance(default, tuple):
+        return ",".join(str(item) for item in default) or "none"
     return str(default)
 
 
@@ -78,6 +83,8 @@ def _config_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
     kind = field_type(name)
     if kind == "bool":
         return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
+    if field_repeats(name):
+        return click.option(flag, name, multiple=True, help=help_text)
     click_type = click.Choice(_CHOICES[kind]) if kind in _CHOICES else _TYPES[kind]
     return click.option(flag, name, type=click_type, default=None, help=help_text)
 
@@ -139,6 +146,7 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
         log.warning("unknown environment variable ignored", variable=name)
     _add_app_dir(app_dir)
     try:
+        watching = _watch_spec(config)
         app = load_app(app_path)
         tls = load_tls(config)
         observability = Observability(config, os.environ)
@@ -175,10 +183,32 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
         version=__version__,
     )
     observability.start()
+    reloader = Reloader(supervisor, watching, app_path, app_dir) if watching else None
+    if reloader:
+        reloader.start()
     try:
         return supervisor.run(sockets)
     finally:
+        if reloader:
+            reloader.stop()
         observability.close()
+
+
+def _watch_spec(config: ServerConfig) -> WatchSpec | None:
+    """What ``--reload`` watches, checked before anything starts; ``None`` without it."""
+    if config.reload:
+        return WatchSpec.build(
+            config.reload_dir, config.reload_include, config.reload_exclude, Path.cwd()
+        )
+    if (
+        config.reload_dir != field_default("reload_dir")
+        or config.reload_include
+        or (config.reload_exclude)
+    ):
+        structlog.get_logger("corral").warning(
+            "--reload-dir, --reload-include and --reload-exclude do nothing without --reload"
+        )
+    return None
 
 
 @cli.command()

@@ -53,8 +53,9 @@ class Lifespan(enum.Enum):
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
-def _doc(text: str, *, flag: bool = True) -> dict[str, Any]:
-    return {"help": text, "cli": flag}
+def _doc(text: str, *, flag: bool = True, repeat: bool = False) -> dict[str, Any]:
+    """Field metadata: the help text, whether it is a flag, and whether the flag repeats."""
+    return {"help": text, "cli": flag, "repeat": repeat}
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,27 @@ class ServerConfig:
         metadata=_doc("Count requests per worker slot (corral_http_* metrics)."),
     )
 
+    # --- Development -------------------------------------------------------------
+    reload: bool = field(
+        default=False,
+        metadata=_doc("Development: when source files change, check the app imports, then roll."),
+    )
+    reload_dir: tuple[str, ...] = field(
+        default=(".",),
+        metadata=_doc("Directory --reload watches; repeatable.", repeat=True),
+    )
+    reload_include: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc("Glob of files --reload watches besides *.py; repeatable.", repeat=True),
+    )
+    reload_exclude: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Glob or directory --reload ignores besides .*, *.py[cod], *~; repeatable.",
+            repeat=True,
+        ),
+    )
+
     def __post_init__(self) -> None:
         _validate(self)
 
@@ -239,6 +261,12 @@ def _parse_optional_int(raw: object) -> int | None:
     return None if raw is None or raw == "" else _int(raw)
 
 
+def _parse_str_tuple(raw: object) -> tuple[str, ...]:
+    """A list (flags, TOML) as it is, or comma-separated text (environment variables)."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)  # type: ignore[call-overload]
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
 def _parse_mode(raw: object) -> WorkerMode | None:
     if raw is None or isinstance(raw, WorkerMode):
         return raw
@@ -272,6 +300,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "bool": _parse_bool,
     "str | None": _parse_optional_str,
     "int | None": _parse_optional_int,
+    "tuple[str, ...]": _parse_str_tuple,
     "WorkerMode | None": _parse_mode,
     "ExhaustedAction": _enum_parser(ExhaustedAction),
     "LogFormat": _enum_parser(LogFormat),
@@ -291,6 +320,12 @@ def field_default(name: str) -> Any:
 def field_type(name: str) -> str:
     spec = next(f for f in fields(ServerConfig) if f.name == name)
     return str(spec.type)
+
+
+def field_repeats(name: str) -> bool:
+    """Whether the field's flag may be given more than once (a tuple field)."""
+    spec = next(f for f in fields(ServerConfig) if f.name == name)
+    return bool(spec.metadata.get("repeat"))
 
 
 def field_help(name: str) -> str:
@@ -398,6 +433,6 @@ def load_config(
     env_values, unknown = read_environment(environ)
     merged.update(env_values)
     for name, raw in cli_values.items():
-        if raw is not None:
+        if raw is not None and raw != ():  # () is an unused repeatable flag
             merged[name] = parse_field(name, raw, f"--{name.replace('_', '-')}")
     return LoadedConfig(ServerConfig(**merged), path, tuple(unknown))  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     ALL_EXHAUSTED = 7  # every slot ran out of restarts after serving traffic
     BOOT_LOOP = 8  # every slot ran out of restarts and no worker ever became ready
     WORKER_HUNG = 9  # a thread worker hung under --on-hung-thread exit
+    RELOAD_DIR = 10  # a --reload-dir does not exist or is not a directory
 
 
 class CorralError(Exception):
@@ -57,3 +58,9 @@ class BindError(CorralError):
     """A listening socket could not be created (port in use, no permission...)."""
 
     exit_code = ExitCode.BIND
+
+
+class ReloadDirError(CorralError):
+    """A directory ``--reload`` should watch does not exist."""
+
+    exit_code = ExitCode.RELOAD_DIR

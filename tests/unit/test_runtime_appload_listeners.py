@@ -286,6 +286,29 @@ def test_reload_app_rereads_package_submodules(tmp_path: Path, app_module: Modul
     assert reload_app(f"{root}.main:app")() == 22
 
 
+def test_reload_app_rereads_sibling_modules_of_a_flat_project(
+    tmp_path: Path, app_module: ModuleFactory
+) -> None:
+    helper = app_module("VALUE = 1\n")
+    main = app_module(f"import {helper}\n\ndef app():\n    return {helper}.VALUE\n")
+    assert load_app(f"{main}:app")() == 1
+    (tmp_path / f"{helper}.py").write_text("VALUE = 333\n")
+    assert reload_app(f"{main}:app")() == 333
+
+
+def test_reload_app_keeps_installed_and_corral_modules() -> None:
+    """examples/ sits in the repository beside src/corral: corral must stay imported."""
+    load_app("examples.hello:app")
+    before = dict(sys.modules)
+    try:
+        reload_app("examples.hello:app")
+        for name in ("corral", "corral.appload", "corral.config", "json", "pytest"):
+            assert sys.modules[name] is before[name], name
+        assert sys.modules["examples.hello"] is not before["examples.hello"]
+    finally:
+        sys.modules.update(before)  # this test process's own modules (tests.*) stay as they were
+
+
 def test_reload_app_errors_like_load_app() -> None:
     with pytest.raises(AppImportError, match="must look like"):
         reload_app("no_colon_here")
