@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _next_minor(version: Version) -> str:
-    major, minor = (version.release + (0,))[:2]
+    major, minor = (*version.release, 0)[:2]
     return f"{major}.{minor + 1}"
 
 
