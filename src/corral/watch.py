@@ -1,12 +1,14 @@
 """Which files ``--reload`` watches, and two ways to notice that they changed.
 
 The watcher is watchfiles (OS file notifications; the ``reload`` extra, as
-uvicorn uses it) when it is installed. Without it, a stat poller of our own
-takes over: it walks the watched directories every half second and compares
-modification times, sizes and inode numbers. The fallback exists because
-watchfiles is a Rust extension: where it has no wheel (some free-threaded
-builds) pip would need a Rust toolchain and crates.io to build it, and a
-development server should still reload there.
+uvicorn uses it) when it is installed. Without it, and always on a
+free-threaded build, a stat poller of our own takes over: it walks the
+watched directories every half second and compares modification times, sizes
+and inode numbers. The fallback exists because watchfiles is a Rust
+extension: where it has no wheel pip would need a Rust toolchain and
+crates.io to build it, and on a free-threaded build importing it could turn
+the GIL back on after corral chose thread workers. A development server
+should still reload there.
 
 The selection follows uvicorn's: ``*.py`` under the working directory unless
 ``--reload-dir``/``--reload-include``/``--reload-exclude`` say otherwise. A
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from corral.errors import ReloadDirError
+from corral.runtime import is_free_threaded_build
 
 DEFAULT_INCLUDES = ("*.py",)
 # Hidden files (editor temporaries, .git's), bytecode, and backup files.
@@ -137,6 +140,11 @@ def watch_changes(spec: WatchSpec, stop: threading.Event) -> Iterator[frozenset[
 
 
 def _watchfiles() -> Any:
+    # On a free-threaded build, an extension that does not declare support turns
+    # the GIL back on at import, and corral has already chosen thread workers by
+    # then. The poller never risks that.
+    if is_free_threaded_build():
+        return None
     try:
         return importlib.import_module("watchfiles")
     except ImportError:
