@@ -17,6 +17,7 @@ from corral.config import (
     ServerConfig,
     field_default,
     field_help,
+    field_repeats,
     field_type,
     find_config_file,
     load_config,
@@ -68,7 +69,7 @@ def test_defaults() -> None:
 def test_field_helpers() -> None:
     assert FIELD_NAMES[0] == "host"
     assert "max_restarts" in FIELD_NAMES
-    assert len(FIELD_NAMES) == len(set(FIELD_NAMES)) == 31
+    assert len(FIELD_NAMES) == len(set(FIELD_NAMES)) == 35
     assert field_default("workers") == 1
     assert field_default("mode") is None
     assert field_type("workers") == "int"
@@ -83,8 +84,30 @@ def test_every_field_has_a_parser_and_help() -> None:
         default = field_default(name)
         if default is None:
             continue
-        raw = default.value if hasattr(default, "value") else str(default)
+        if isinstance(default, tuple):
+            raw: object = default
+        else:
+            raw = default.value if hasattr(default, "value") else str(default)
         assert parse_field(name, raw, "test") == default
+
+
+def test_repeatable_reload_settings_from_every_source(tmp_path: Path) -> None:
+    (tmp_path / "corral.toml").write_text(
+        'reload = true\nreload-include = ["*.html", "*.txt"]\n', encoding="utf-8"
+    )
+    loaded = load_config(
+        {"reload_dir": ("src", "lib"), "reload_exclude": ()},
+        environ={"CORRAL_RELOAD_EXCLUDE": "tests, build"},
+        cwd=tmp_path,
+    )
+    config = loaded.config
+    assert config.reload is True
+    assert config.reload_dir == ("src", "lib")
+    assert config.reload_include == ("*.html", "*.txt")
+    assert config.reload_exclude == ("tests", "build"), "an unused flag () lets the env through"
+    assert ServerConfig().reload_dir == (".",)
+    assert field_repeats("reload_dir")
+    assert not field_repeats("workers")
 
 
 def test_server_config_is_frozen() -> None:
