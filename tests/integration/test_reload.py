@@ -160,3 +160,13 @@ def test_reload_dir_that_is_a_file(project: Path) -> None:
     )
     assert result.returncode == ExitCode.RELOAD_DIR, result.stderr
     assert "--reload-dir app.py is not a directory" in result.stderr
+
+
+def test_reload_settings_without_reload_are_named(
+    corral: Callable[..., CorralProcess], project: Path
+) -> None:
+    server = corral("--reload-exclude", "scratch", app="app:app", cwd=project)
+    server.wait_ready(1)
+    warning = server.wait_for(lambda r: "do nothing without --reload" in r.get("event", ""))[0]
+    assert warning["level"] == "warning"
+    assert not [r for r in server.records if r.get("event") == "reload watching"]
