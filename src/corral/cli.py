@@ -146,7 +146,7 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
         log.warning("unknown environment variable ignored", variable=name)
     _add_app_dir(app_dir)
     try:
-        watching = _watch_spec(config)
+        watching = _watch_spec(config)  # a missing --reload-dir fails before anything starts
         app = load_app(app_path)
         tls = load_tls(config)
         observability = Observability(config, os.environ)
@@ -184,9 +184,9 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
     )
     observability.start()
     reloader = Reloader(supervisor, watching, app_path, app_dir) if watching else None
-    if reloader:
-        reloader.start()
     try:
+        if reloader:
+            reloader.start()
         return supervisor.run(sockets)
     finally:
         if reloader:
@@ -200,11 +200,10 @@ def _watch_spec(config: ServerConfig) -> WatchSpec | None:
         return WatchSpec.build(
             config.reload_dir, config.reload_include, config.reload_exclude, Path.cwd()
         )
-    if (
-        config.reload_dir != field_default("reload_dir")
-        or config.reload_include
-        or (config.reload_exclude)
-    ):
+    unused = config.reload_dir != field_default("reload_dir") or bool(
+        config.reload_include or config.reload_exclude
+    )
+    if unused:
         structlog.get_logger("corral").warning(
             "--reload-dir, --reload-include and --reload-exclude do nothing without --reload"
         )
