@@ -100,3 +100,14 @@ def test_requirements_and_extras(metadata: Message) -> None:
     assert {"uvicorn", "h11", "click", "structlog"} <= names
     extras = set(metadata.get_all("Provides-Extra") or [])
     assert extras == {"otlp", "fast-json", "reload"}, "development groups are not extras"
+
+
+def test_the_container_build_context_carries_the_license() -> None:
+    """The Dockerfile builds corral from a copy of the tree: the license must be in it."""
+    assert "!LICENSE" in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    copies = [
+        line.split()[1:-1]
+        for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+        if line.startswith("COPY ") and line.rstrip().endswith("/tmp/corral/")
+    ]
+    assert any("LICENSE" in sources for sources in copies), copies
