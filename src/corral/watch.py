@@ -155,8 +155,17 @@ def poll_changes(
     spec: WatchSpec, stop: threading.Event, interval: float = POLL_INTERVAL
 ) -> Iterator[frozenset[Path]]:
     """The stat poller: a scan every ``interval`` seconds; a burst of saves (an editor
-    writing several files, or one file twice) is reported once it has settled."""
-    before = snapshot(spec)
+    writing several files, or one file twice) is reported once it has settled.
+
+    The first scan happens now, not at the first ``next()``, so a change made
+    between the call and the first ``next()`` is reported.
+    """
+    return _poll(spec, stop, interval, snapshot(spec))
+
+
+def _poll(
+    spec: WatchSpec, stop: threading.Event, interval: float, before: Snapshot
+) -> Iterator[frozenset[Path]]:
     while not stop.wait(interval):
         now = snapshot(spec)
         changed = _diff(before, now)
