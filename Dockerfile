@@ -20,7 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Install from a throwaway copy of the source: only the installed package
 # and the examples stay in the image. The otlp extra lets the image export
 # spans as soon as OTEL_EXPORTER_OTLP_ENDPOINT is set.
-COPY pyproject.toml README.md /tmp/corral/
+COPY pyproject.toml README.md LICENSE /tmp/corral/
 COPY src /tmp/corral/src
 RUN pip install "/tmp/corral[otlp]" && rm -rf /tmp/corral
 

@@ -23,10 +23,14 @@ help:
 	@echo "make assets - regenerate the dashboard JSON and the Kubernetes copies"
 
 # Re-install whenever pyproject.toml changes; the stamp records the last install.
+# Development dependencies are PEP 735 groups in pyproject.toml, hence the pip
+# upgrade first (`--group` needs pip >= 25.1). The reload extra (watchfiles) is
+# here so this lane tests --reload on it; the free-threaded lane tests the
+# stat poller that replaces it.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint,assets]'
+	$(BIN)/python -m pip install --quiet -e '.[reload]' --group test --group lint --group assets
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -54,13 +58,13 @@ demo: venv
 	$(BIN)/corral run examples.hello:app --workers $(DEMO_WORKERS) --log-format console
 
 # --- Benchmarks (issue 7; never part of `make test`) -------------------------
-# The peers and matplotlib come from the `bench` extra, installed into the main
+# The peers and matplotlib come from the `bench` group, installed into the main
 # venv on top of test and lint; wrk from apt (scripts/system-packages.sh wrk=wrk); the
 # free-threaded section uses $(FT_VENV).
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[reload]' --group test --group lint --group bench
 	@touch $(BENCH_STAMP)
 
 bench-packages:
@@ -88,7 +92,7 @@ $(FT_STAMP): pyproject.toml scripts/free-threaded-python.sh
 	@$(FT_BIN)/python -c '' 2>/dev/null \
 		|| { py="$$(scripts/free-threaded-python.sh)" && "$$py" -m venv --clear $(FT_VENV); }
 	$(FT_BIN)/python -m pip install --quiet --upgrade pip
-	$(FT_BIN)/python -m pip install --quiet -e '.[test]'
+	$(FT_BIN)/python -m pip install --quiet -e . --group test
 	@touch $(FT_STAMP)
 
 venv-ft: $(FT_STAMP)

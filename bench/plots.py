@@ -1,6 +1,6 @@
 """The figures in docs/img/: throughput bars, recovery distributions, free-threaded scaling.
 
-matplotlib is a bench-only dependency (the ``bench`` extra); it is imported
+matplotlib is a bench-only dependency (the ``bench`` dependency group); it is imported
 here only, with the non-interactive Agg backend.
 """
 

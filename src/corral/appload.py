@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import importlib
 import sys
+import sysconfig
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from corral.errors import AppImportError
+from corral.user_traceback import user_traceback
 
 ASGIApp = Callable[..., Any]
 
@@ -39,9 +42,9 @@ def load_app(app_path: str, *, factory: bool = False) -> ASGIApp:
                 f"cannot import module {module_name!r}: no module named {exc.name!r}; "
                 "check the app path and run corral from the project directory"
             ) from None
-        raise AppImportError(f"importing {module_name!r} failed: {_one_line(exc)}") from None
+        raise _import_failed(module_name, exc) from None
     except (Exception, SystemExit) as exc:  # the app's own import-time error, whatever it is
-        raise AppImportError(f"importing {module_name!r} failed: {_one_line(exc)}") from None
+        raise _import_failed(module_name, exc) from None
     target = _resolve(module, module_name, attribute)
     return _call_factory(target, app_path) if factory else target
 
@@ -84,18 +87,68 @@ def _resolve(module: object, module_name: str, attribute: str) -> ASGIApp:
 def reload_app(app_path: str, *, factory: bool = False) -> ASGIApp:
     """Import the app afresh, so code changed on disk takes effect (thread-mode reload).
 
-    The app's own top-level package is dropped from ``sys.modules`` first, so
-    edited helper modules inside it are re-read too; third-party modules stay.
-    Running workers keep references to the old objects until they retire.
+    The app's own modules are dropped from ``sys.modules`` first, so edited
+    helpers are re-read too: its top-level package, and the pure-Python
+    modules imported from the directory it lives in (a flat project's
+    ``models.py`` beside ``main.py``). Installed packages, the standard
+    library and corral stay. Running workers keep references to the old
+    objects until they retire.
     """
     module_name, _ = split_app_path(app_path)
-    root = module_name.split(".")[0]
     importlib.invalidate_caches()
-    for name in [n for n in sys.modules if n == root or n.startswith(root + ".")]:
+    for name in _app_modules(module_name.split(".")[0]):
         del sys.modules[name]
     return load_app(app_path, factory=factory)
 
 
+def _app_modules(root: str) -> list[str]:
+    names = [n for n in sys.modules if n == root or n.startswith(root + ".")]
+    home = _home(sys.modules.get(root))
+    if home is None:
+        return names
+    for name, module in list(sys.modules.items()):
+        source = getattr(module, "__file__", None)
+        if name in names or name == "__main__" or not source or not source.endswith(".py"):
+            continue
+        path = Path(source).resolve()
+        if path.is_relative_to(home) and not _installed(path):
+            names.append(name)
+    return names
+
+
+def _home(module: object) -> Path | None:
+    """The directory the app's top-level module or package was imported from."""
+    source = getattr(module, "__file__", None)
+    if not source:
+        return None
+    path = Path(source).resolve()
+    return path.parent.parent if path.name == "__init__.py" else path.parent
+
+
+_INSTALLED = (
+    Path(__file__).resolve().parent,  # corral itself: never re-imported under its own feet
+    *{Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)},
+    *{Path(p).resolve() for p in sysconfig.get_paths().values()},
+)
+
+
+def _installed(path: Path) -> bool:
+    if "site-packages" in path.parts or "dist-packages" in path.parts:
+        return True
+    return any(path.is_relative_to(prefix) for prefix in _INSTALLED)
+
+
+def _import_failed(module_name: str, exc: BaseException) -> AppImportError:
+    """The one-line summary names the file and line; the user's frames go alongside."""
+    shown = user_traceback(exc)
+    where = f" at {shown.location}" if shown.location else ""
+    return AppImportError(
+        f"importing {module_name!r} failed{where}: {_one_line(exc)}", traceback=shown.text
+    )
+
+
 def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
+    # A SyntaxError's str() repeats the file and line the summary already names.
+    message = exc.msg if isinstance(exc, SyntaxError) else exc
+    text = f"{type(exc).__name__}: {message}".strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -34,16 +34,19 @@ from corral.config import (
     field_default,
     field_flag,
     field_help,
+    field_repeats,
     field_type,
 )
 from corral.config_sources import LoadedConfig, describe_unknown_variable, load_config
-from corral.errors import CorralError, ExitCode
+from corral.errors import AppImportError, CorralError, ExitCode
 from corral.listeners import close_listeners, create_listeners, describe, load_tls
 from corral.logs import configure_logging
 from corral.observability import Observability
+from corral.reloader import Reloader
 from corral.runtime import WorkerMode, decide_mode
 from corral.sdnotify import SystemdNotifier
 from corral.supervisor import Supervisor
+from corral.watch import WatchSpec
 
 _CHOICES: dict[str, list[str]] = {
     "WorkerMode | None": ["auto", *(m.value for m in WorkerMode)],
@@ -88,6 +91,8 @@ def _config_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
         return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
     if kind == "tuple[Header, ...]":
         return click.option(flag, name, multiple=True, metavar="'NAME: VALUE'", help=help_text)
+    if field_repeats(name):
+        return click.option(flag, name, multiple=True, help=help_text)
     click_type = click.Choice(_CHOICES[kind]) if kind in _CHOICES else _TYPES[kind]
     return click.option(flag, name, type=click_type, default=None, help=help_text)
 
@@ -99,6 +104,8 @@ def _with_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _fail(error: CorralError) -> NoReturn:
+    if isinstance(error, AppImportError) and error.traceback:
+        click.echo(error.traceback, err=True, nl=False)  # the app's own frames, not corral's
     click.echo(f"corral: error: {error}", err=True)
     sys.exit(int(error.exit_code))
 
@@ -151,6 +158,7 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
         )
     _add_app_dir(app_dir)
     try:
+        watching = _watch_spec(config)  # a missing --reload-dir fails before anything starts
         app = load_app(app_path, factory=config.factory)
         tls = load_tls(config)
         observability = Observability(config, os.environ)
@@ -190,10 +198,31 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
         version=__version__,
     )
     observability.start()
+    reloader = Reloader(supervisor, watching, app_path, app_dir) if watching else None
     try:
+        if reloader:
+            reloader.start()
         return supervisor.run(sockets)
     finally:
+        if reloader:
+            reloader.stop()
         observability.close()
+
+
+def _watch_spec(config: ServerConfig) -> WatchSpec | None:
+    """What ``--reload`` watches, checked before anything starts; ``None`` without it."""
+    if config.reload:
+        return WatchSpec.build(
+            config.reload_dir, config.reload_include, config.reload_exclude, Path.cwd()
+        )
+    unused = config.reload_dir != field_default("reload_dir") or bool(
+        config.reload_include or config.reload_exclude
+    )
+    if unused:
+        structlog.get_logger("corral").warning(
+            "--reload-dir, --reload-include and --reload-exclude do nothing without --reload"
+        )
+    return None
 
 
 @cli.command()
@@ -203,12 +232,15 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
 @_config_option("mode")
 @_config_option("factory")
 @_config_option("env_file")
+@_config_option("log_level")
 def check(app_path: str, config_file: Path | None, app_dir: str, **values: Any) -> None:
     """Validate the configuration, import APP, and say which worker mode corral would use."""
     try:
         loaded = load_config(values, config_path=config_file)
     except CorralError as exc:
         _fail(exc)
+    # What the app logs while it is imported shows as it would under `corral run`.
+    configure_logging(loaded.config.log_format, loaded.config.log_level)
     os.environ.update(loaded.env_from_file)
     for name in loaded.unknown_env:
         click.echo(

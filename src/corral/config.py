@@ -38,6 +38,7 @@ class HungThreadAction(enum.Enum):
 
 
 class LogFormat(enum.Enum):
+    AUTO = "auto"  # console on a terminal, JSON otherwise (structlog's recommendation)
     JSON = "json"
     CONSOLE = "console"
 
@@ -84,10 +85,10 @@ DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")
 Header = tuple[str, str]
 
 
-def _doc(text: str, *, flag_name: str | None = None) -> dict[str, Any]:
-    """Field metadata: help text, and the flag's name if it is not the field's
-    (``headers`` is ``--header``, repeatable, as in uvicorn). Every field is a flag."""
-    return {"help": text, "flag": flag_name}
+def _doc(text: str, *, flag_name: str | None = None, repeat: bool = False) -> dict[str, Any]:
+    """Field metadata: help text, the flag's name if it is not the field's (``headers``
+    is ``--header``, as in uvicorn), and whether the flag repeats. Every field is a flag."""
+    return {"help": text, "flag": flag_name, "repeat": repeat}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,10 @@ class ServerConfig:
         default=0,
         metadata=_doc("Add a random 0..N to --max-requests per worker, so they recycle apart."),
     )
-    log_format: LogFormat = field(default=LogFormat.JSON, metadata=_doc("json or console."))
+    log_format: LogFormat = field(
+        default=LogFormat.AUTO,
+        metadata=_doc("auto (console when stderr is a terminal, else json), json or console."),
+    )
     log_level: str = field(default="info", metadata=_doc("Log level: " + ", ".join(LOG_LEVELS)))
     access_log: bool = field(default=False, metadata=_doc("Log one structured line per request."))
     lifespan: Lifespan = field(
@@ -266,6 +270,27 @@ class ServerConfig:
         metadata=_doc("Count requests per worker slot (corral_http_* metrics)."),
     )
 
+    # --- Development -------------------------------------------------------------
+    reload: bool = field(
+        default=False,
+        metadata=_doc("Development: when source files change, check the app imports, then roll."),
+    )
+    reload_dir: tuple[str, ...] = field(
+        default=(".",),
+        metadata=_doc("Directory --reload watches; repeatable.", repeat=True),
+    )
+    reload_include: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc("Glob of files --reload watches besides *.py; repeatable.", repeat=True),
+    )
+    reload_exclude: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Glob or directory --reload ignores besides .*, *.py[cod], *~; repeatable.",
+            repeat=True,
+        ),
+    )
+
     def __post_init__(self) -> None:
         _validate(self)
 
@@ -338,6 +363,11 @@ def field_default(name: str) -> Any:
 
 def field_type(name: str) -> str:
     return str(_spec(name).type)
+
+
+def field_repeats(name: str) -> bool:
+    """Whether the field's flag may be given more than once (a tuple field)."""
+    return bool(_spec(name).metadata.get("repeat"))
 
 
 def field_help(name: str) -> str:

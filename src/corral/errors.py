@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     ALL_EXHAUSTED = 7  # every slot ran out of restarts after serving traffic
     BOOT_LOOP = 8  # every slot ran out of restarts and no worker ever became ready
     WORKER_HUNG = 9  # a thread worker hung under --on-hung-thread exit
+    RELOAD_DIR = 10  # a --reload-dir does not exist or is not a directory
 
 
 class CorralError(Exception):
@@ -39,12 +40,27 @@ class ConfigError(CorralError):
 
 
 class AppImportError(CorralError):
-    """The app path does not import, or names nothing callable."""
+    """The app path does not import, or names nothing callable.
+
+    ``traceback`` holds the user's own frames of what the import raised
+    (corral's and importlib's left out), or "" when there is nothing to show;
+    the CLI prints it above the one-line message.
+    """
 
     exit_code = ExitCode.APP_IMPORT
+
+    def __init__(self, message: str, *, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
 
 
 class BindError(CorralError):
     """A listening socket could not be created (port in use, no permission...)."""
 
     exit_code = ExitCode.BIND
+
+
+class ReloadDirError(CorralError):
+    """A directory ``--reload`` should watch does not exist."""
+
+    exit_code = ExitCode.RELOAD_DIR

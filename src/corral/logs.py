@@ -2,7 +2,9 @@
 
 Everything, including uvicorn's own stdlib loggers, goes through one
 ``ProcessorFormatter`` to stderr, so an operator gets one stream of either
-JSON lines (the default, for log shippers) or coloured console lines.
+JSON lines (for log shippers) or coloured console lines (for people). The
+default, ``auto``, picks console lines when stderr is a terminal and JSON
+otherwise, as structlog recommends.
 orjson renders faster where it is installed; it is optional because it has
 no free-threaded wheels.
 """
@@ -56,6 +58,16 @@ def _drop_machine_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> Ev
     return event_dict
 
 
+def resolve_format(log_format: LogFormat) -> LogFormat:
+    """``auto`` becomes console on a terminal and JSON anywhere else (a pipe, a file,
+    a container's log driver). Process workers share the supervisor's stderr, so
+    they resolve it the same way."""
+    if log_format is not LogFormat.AUTO:
+        return log_format
+    on_terminal = sys.stderr is not None and sys.stderr.isatty()
+    return LogFormat.CONSOLE if on_terminal else LogFormat.JSON
+
+
 def configure_logging(log_format: LogFormat, level: str, *, access_log: bool = False) -> None:
     """(Re)configure structlog and the stdlib root logger; safe to call more than once."""
     shared: list[Processor] = [
@@ -65,7 +77,7 @@ def configure_logging(log_format: LogFormat, level: str, *, access_log: bool = F
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderers: list[Processor]
-    if log_format is LogFormat.JSON:
+    if resolve_format(log_format) is LogFormat.JSON:
         renderers = [structlog.processors.JSONRenderer(serializer=_json_serializer())]
     else:
         renderers = [

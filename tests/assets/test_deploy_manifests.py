@@ -117,8 +117,8 @@ def test_dockerfile_runs_non_root_and_exposes_both_ports_on_all_interfaces() -> 
 def test_core_objects_validate_against_the_kubernetes_schemas() -> None:
     validate = pytest.importorskip(
         "kubernetes_validate",
-        reason="kubernetes-validate is in the `assets` extra (make test installs it; its "
-        "rpds-py dependency has no wheel for every free-threaded CPython)",
+        reason="kubernetes-validate is in the `assets` dependency group (make test installs it; "
+        "its rpds-py dependency has no wheel for every free-threaded CPython)",
     )
     manifests = _manifests()
     for kind in ("Deployment", "Service", "ConfigMap"):

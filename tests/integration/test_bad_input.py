@@ -90,36 +90,85 @@ def test_attribute_that_is_not_callable(tmp_path: Path) -> None:
     assert_one_line_error(result, ExitCode.APP_IMPORT, "notcallable:app", "not an ASGI callable")
 
 
+def assert_import_error(
+    result: subprocess.CompletedProcess[str], where: Path, line: int, *needles: str
+) -> str:
+    """The app's own frames, ending at ``where:line``, then one ``corral: error:`` line
+    that names the same place; none of corral's or importlib's frames."""
+    shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == ExitCode.APP_IMPORT, shown
+    assert result.stdout == "", shown
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):", shown
+    frames = [text for text in lines if text.startswith("  File ")]
+    assert frames, shown
+    assert frames[-1].startswith(f'  File "{where}", line {line}'), shown
+    machinery = [f for f in frames if "/corral/" in f or "importlib" in f]
+    assert not machinery, f"corral's or importlib's frames shown: {machinery}"
+    summary = lines[-1]
+    assert summary.startswith("corral: error: "), shown
+    assert f" at {where}:{line}: " in summary, shown
+    assert not [text for text in lines[:-1] if text.startswith("corral: ")], shown
+    for needle in needles:
+        assert needle in summary, f"{needle!r} missing from the error line; {shown}"
+    return summary
+
+
 def test_module_that_raises_at_import(tmp_path: Path) -> None:
     write_module(tmp_path, "explodes", 'raise RuntimeError("boom")\n')
     result = run_app("explodes:app", "--app-dir", str(tmp_path))
-    assert_one_line_error(result, ExitCode.APP_IMPORT, "'explodes'", "RuntimeError", "boom")
+    assert_import_error(result, tmp_path / "explodes.py", 1, "'explodes'", "RuntimeError: boom")
+
+
+def test_import_error_names_the_innermost_user_frame(tmp_path: Path) -> None:
+    write_module(tmp_path, "outer", "import inner\n")
+    write_module(tmp_path, "inner", "def build():\n    return {}['missing']\n\nbuild()\n")
+    result = run_app("outer:app", "--app-dir", str(tmp_path))
+    assert_import_error(result, tmp_path / "inner.py", 2, "'outer'", "KeyError: 'missing'")
+    frames = [line for line in result.stderr.splitlines() if line.startswith("  File ")]
+    assert len(frames) == 3, result.stderr  # outer.py:1, inner.py:4, inner.py:2
+
+
+def test_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    write_module(tmp_path, "typo", "x = 1\ndef f(:\n    pass\n")
+    result = run_app("typo:app", "--app-dir", str(tmp_path))
+    shown = result.stderr
+    assert result.returncode == ExitCode.APP_IMPORT, shown
+    lines = shown.rstrip().splitlines()
+    assert lines[0] == f'  File "{tmp_path / "typo.py"}", line 2', shown
+    assert any(line.startswith("SyntaxError: ") for line in lines), shown
+    assert "importlib" not in shown, shown
+    assert "/corral/" not in shown, shown
+    assert lines[-1].startswith(
+        f"corral: error: importing 'typo' failed at {tmp_path / 'typo.py'}:2: SyntaxError: "
+    ), shown
+    assert ", line 2)" not in lines[-1], "the file and line are named once"
 
 
 def test_import_error_with_a_multi_line_message_is_cut_to_one_line(tmp_path: Path) -> None:
     write_module(tmp_path, "chatty", 'raise ValueError("first line\\nsecond line")\n')
     result = run_app("chatty:app", "--app-dir", str(tmp_path))
-    line = assert_one_line_error(result, ExitCode.APP_IMPORT, "'chatty'", "first line")
+    line = assert_import_error(result, tmp_path / "chatty.py", 1, "'chatty'", "first line")
     assert "second line" not in line
 
 
 def test_missing_dependency_of_the_app_is_named(tmp_path: Path) -> None:
     write_module(tmp_path, "needsdep", "import nosuchdependency\n")
     result = run_app("needsdep:app", "--app-dir", str(tmp_path))
-    assert_one_line_error(result, ExitCode.APP_IMPORT, "'needsdep'", "nosuchdependency")
+    assert_import_error(result, tmp_path / "needsdep.py", 1, "'needsdep'", "nosuchdependency")
 
 
 def test_missing_dependency_whose_name_prefixes_the_app_module(tmp_path: Path) -> None:
     write_module(tmp_path, "foobar", "import foo\n")
     result = run_app("foobar:app", "--app-dir", str(tmp_path))
-    line = assert_one_line_error(result, ExitCode.APP_IMPORT, "'foobar'", "'foo'")
+    line = assert_import_error(result, tmp_path / "foobar.py", 1, "'foobar'", "'foo'")
     assert "check the app path" not in line, "the app path is right; its dependency is missing"
 
 
 def test_module_that_calls_sys_exit_at_import(tmp_path: Path) -> None:
     write_module(tmp_path, "quitter", "import sys\nsys.exit(3)\n")
     result = run_app("quitter:app", "--app-dir", str(tmp_path))
-    assert_one_line_error(result, ExitCode.APP_IMPORT, "'quitter'", "SystemExit")
+    assert_import_error(result, tmp_path / "quitter.py", 2, "'quitter'", "SystemExit")
 
 
 @pytest.mark.parametrize("app_path", ["examples.hello", "examples.hello:", ":app"])

@@ -19,6 +19,7 @@ from corral.config import (
     ServerConfig,
     field_default,
     field_help,
+    field_repeats,
     field_type,
 )
 from corral.config_sources import (
@@ -61,7 +62,7 @@ def test_defaults() -> None:
     assert cfg.shutdown_timeout == 30.0
     assert cfg.force_stop_grace == 3.0
     assert cfg.on_exhausted is ExhaustedAction.DEGRADE
-    assert cfg.log_format is LogFormat.JSON
+    assert cfg.log_format is LogFormat.AUTO
     assert cfg.log_level == "info"
     assert cfg.access_log is False
     assert cfg.lifespan is Lifespan.AUTO
@@ -74,7 +75,7 @@ def test_defaults() -> None:
 def test_field_helpers() -> None:
     assert FIELD_NAMES[0] == "host"
     assert "max_restarts" in FIELD_NAMES
-    assert len(FIELD_NAMES) == len(set(FIELD_NAMES)) == 48
+    assert len(FIELD_NAMES) == len(set(FIELD_NAMES)) == 51
     assert field_default("workers") == 1
     assert field_default("mode") is None
     assert field_type("workers") == "int"
@@ -94,6 +95,25 @@ def test_every_field_has_a_parser_and_help() -> None:
         else:
             raw = default.value if hasattr(default, "value") else str(default)
         assert parse_field(name, raw, "test") == default
+
+
+def test_repeatable_reload_settings_from_every_source(tmp_path: Path) -> None:
+    (tmp_path / "corral.toml").write_text(
+        'reload = true\nreload-include = ["*.html", "*.txt"]\n', encoding="utf-8"
+    )
+    loaded = load_config(
+        {"reload_dir": ("src", "lib"), "reload_exclude": ()},
+        environ={"CORRAL_RELOAD_EXCLUDE": "tests, build"},
+        cwd=tmp_path,
+    )
+    config = loaded.config
+    assert config.reload is True
+    assert config.reload_dir == ("src", "lib")
+    assert config.reload_include == ("*.html", "*.txt")
+    assert config.reload_exclude == ("tests", "build"), "an unused flag () lets the env through"
+    assert ServerConfig().reload_dir == (".",)
+    assert field_repeats("reload_dir")
+    assert not field_repeats("workers")
 
 
 def test_server_config_is_frozen() -> None:

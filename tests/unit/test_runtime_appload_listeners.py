@@ -159,25 +159,28 @@ def test_load_app_missing_submodule_of_real_package() -> None:
         load_app("corral.nope_xyz:app")
 
 
-def test_load_app_missing_dependency_is_an_import_failure(app_module: ModuleFactory) -> None:
+def test_load_app_missing_dependency_is_an_import_failure(
+    app_module: ModuleFactory, tmp_path: Path
+) -> None:
     name = app_module("import corral_missing_dependency_xyz\napp = None\n")
     with pytest.raises(AppImportError) as info:
         load_app(f"{name}:app")
     assert str(info.value) == (
-        f"importing {name!r} failed: ModuleNotFoundError: "
+        f"importing {name!r} failed at {tmp_path / name}.py:1: ModuleNotFoundError: "
         "No module named 'corral_missing_dependency_xyz'"
     )
 
 
 def test_load_app_missing_dependency_sharing_a_name_prefix(
-    app_module: ModuleFactory,
+    app_module: ModuleFactory, tmp_path: Path
 ) -> None:
     # The app module is named corral_unit_app_<pid>_<n>; it imports the missing "corral_unit".
     name = app_module("import corral_unit\napp = None\n")
     with pytest.raises(AppImportError) as info:
         load_app(f"{name}:app")
     assert str(info.value) == (
-        f"importing {name!r} failed: ModuleNotFoundError: No module named 'corral_unit'"
+        f"importing {name!r} failed at {tmp_path / name}.py:1:"
+        " ModuleNotFoundError: No module named 'corral_unit'"
     )
 
 
@@ -207,30 +210,36 @@ def test_load_app_not_callable(app_module: ModuleFactory) -> None:
     )
 
 
-def test_load_app_import_raising_gives_one_line(app_module: ModuleFactory) -> None:
+def test_load_app_import_raising_gives_one_line(app_module: ModuleFactory, tmp_path: Path) -> None:
     name = app_module('raise RuntimeError("database unreachable\\nsecond line\\nthird")\n')
     with pytest.raises(AppImportError) as info:
         load_app(f"{name}:app")
     message = str(info.value)
-    assert message == f"importing {name!r} failed: RuntimeError: database unreachable"
+    assert message == (
+        f"importing {name!r} failed at {tmp_path / name}.py:1: RuntimeError: database unreachable"
+    )
     assert "\n" not in message
     assert info.value.__cause__ is None
     assert info.value.__suppress_context__ is True
 
 
-def test_load_app_import_raising_without_message(app_module: ModuleFactory) -> None:
+def test_load_app_import_raising_without_message(app_module: ModuleFactory, tmp_path: Path) -> None:
     name = app_module("raise ZeroDivisionError()\n")
     with pytest.raises(AppImportError) as info:
         load_app(f"{name}:app")
-    assert str(info.value) == f"importing {name!r} failed: ZeroDivisionError:"
+    assert (
+        str(info.value)
+        == f"importing {name!r} failed at {tmp_path / name}.py:1: ZeroDivisionError:"
+    )
 
 
-def test_load_app_syntax_error_is_one_line(app_module: ModuleFactory) -> None:
+def test_load_app_syntax_error_is_one_line(app_module: ModuleFactory, tmp_path: Path) -> None:
     name = app_module("def broken(:\n    pass\n")
     with pytest.raises(AppImportError) as info:
         load_app(f"{name}:app")
     message = str(info.value)
-    assert message.startswith(f"importing {name!r} failed: SyntaxError: ")
+    assert message.startswith(f"importing {name!r} failed at {tmp_path / name}.py:1: SyntaxError: ")
+    assert info.value.traceback.startswith(f'  File "{tmp_path / name}.py", line 1\n')
     assert "\n" not in message
 
 
@@ -275,6 +284,29 @@ def test_reload_app_rereads_package_submodules(tmp_path: Path, app_module: Modul
     assert load_app(f"{root}.main:app")() == 1
     (package / "helper.py").write_text("VALUE = 22\n")
     assert reload_app(f"{root}.main:app")() == 22
+
+
+def test_reload_app_rereads_sibling_modules_of_a_flat_project(
+    tmp_path: Path, app_module: ModuleFactory
+) -> None:
+    helper = app_module("VALUE = 1\n")
+    main = app_module(f"import {helper}\n\ndef app():\n    return {helper}.VALUE\n")
+    assert load_app(f"{main}:app")() == 1
+    (tmp_path / f"{helper}.py").write_text("VALUE = 333\n")
+    assert reload_app(f"{main}:app")() == 333
+
+
+def test_reload_app_keeps_installed_and_corral_modules() -> None:
+    """examples/ sits in the repository beside src/corral: corral must stay imported."""
+    load_app("examples.hello:app")
+    before = dict(sys.modules)
+    try:
+        reload_app("examples.hello:app")
+        for name in ("corral", "corral.appload", "corral.config", "json", "pytest"):
+            assert sys.modules[name] is before[name], name
+        assert sys.modules["examples.hello"] is not before["examples.hello"]
+    finally:
+        sys.modules.update(before)  # this test process's own modules (tests.*) stay as they were
 
 
 def test_reload_app_errors_like_load_app() -> None:
