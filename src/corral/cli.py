@@ -36,12 +36,14 @@ from corral.config import (
     load_config,
 )
 from corral.errors import CorralError, ExitCode
+from corral.interface import Interface, decide_interface
 from corral.listeners import close_listeners, create_listeners, describe, load_tls
 from corral.logs import configure_logging
 from corral.observability import Observability
 from corral.runtime import WorkerMode, decide_mode
 from corral.sdnotify import SystemdNotifier
 from corral.supervisor import Supervisor
+from corral.websocket import WebSocketLibrary, WebSocketSupport, require_support
 
 _CHOICES: dict[str, list[str]] = {
     "WorkerMode | None": ["auto", *(m.value for m in WorkerMode)],
@@ -49,6 +51,8 @@ _CHOICES: dict[str, list[str]] = {
     "LogFormat": [f.value for f in LogFormat],
     "HungThreadAction": [a.value for a in HungThreadAction],
     "Lifespan": [x.value for x in Lifespan],
+    "Interface": [x.value for x in Interface],
+    "WebSocketLibrary": [x.value for x in WebSocketLibrary],
 }
 _TYPES: dict[str, Any] = {
     "int": int,
@@ -138,6 +142,8 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
     _add_app_dir(app_dir)
     try:
         app = load_app(app_path)
+        interface = decide_interface(app, config.interface)
+        websockets = require_support(config.ws)
         tls = load_tls(config)
         observability = Observability(config, os.environ)
     except CorralError as exc:
@@ -166,6 +172,8 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
         workers=config.workers,
         mode=supervisor.mode.value,
         mode_reason=supervisor.mode_decision.reason,
+        interface=interface.interface.value,
+        websockets=_websockets_line(interface.interface, websockets),
         config_file=str(loaded.file) if loaded.file else None,
         request_stats_dir=str(observability.request_stats.directory)
         if observability.request_stats
@@ -184,20 +192,26 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
 @_config_file_option
 @click.option("--app-dir", default=".", show_default=True, help="Directory to import APP from.")
 @_config_option("mode")
-def check(app_path: str, config_file: Path | None, app_dir: str, mode: str | None) -> None:
+@_config_option("interface")
+@_config_option("ws")
+def check(app_path: str, config_file: Path | None, app_dir: str, **values: Any) -> None:
     """Validate the configuration, import APP, and say which worker mode corral would use."""
     try:
-        loaded = load_config({"mode": mode}, config_path=config_file)
+        loaded = load_config(values, config_path=config_file)
     except CorralError as exc:
         _fail(exc)
     _add_app_dir(app_dir)
+    config = loaded.config
     try:
         app = load_app(app_path)
+        websockets = require_support(config.ws)
     except CorralError as exc:
         _fail(exc)
-    config = loaded.config
     decision = decide_mode(config.mode)
+    interface = decide_interface(app, config.interface)
     click.echo(f"app:    {app_path} ({type(app).__name__})")
+    click.echo(f"interface: {interface.interface.value} ({interface.reason})")
+    click.echo(f"websockets: {_websockets_line(interface.interface, websockets)}")
     click.echo(f"mode:   {decision.mode.value} ({decision.reason})")
     click.echo(
         f"python: {sys.version.split()[0]}"
@@ -241,6 +255,14 @@ def status(url: str | None, token: str | None, cacert: str | None, as_json: bool
         for line in status_view.render(report):
             click.echo(line)
     sys.exit(0 if report.ready else 1)
+
+
+def _websockets_line(interface: Interface, support: WebSocketSupport) -> str:
+    if interface is Interface.WSGI:
+        return "off: a WSGI app has no WebSockets"
+    if support.library is None:
+        return support.note
+    return f"{support.library} {support.version} ({support.note})"
 
 
 def _yes(flag: bool) -> str:

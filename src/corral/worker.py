@@ -30,10 +30,12 @@ from corral.appload import ASGIApp, load_app
 from corral.config import ServerConfig
 from corral.errors import AppImportError
 from corral.http_protocol import with_fresh_connection_grace
+from corral.interface import Interface, adapt, decide_interface
 from corral.liveness import Heartbeat
 from corral.logs import configure_logging
 from corral.request_stats import RequestMetricsMiddleware, RequestRecorder, open_recorder
 from corral.runtime import WorkerMode
+from corral.websocket import with_going_away
 
 # How long an orphaned worker (its supervisor died) may spend draining.
 ORPHAN_GRACE_SECONDS = 1.0
@@ -140,6 +142,12 @@ class ControlCommand(enum.Enum):
 # --- The engine ---------------------------------------------------------------
 
 
+class _Config(uvicorn.Config):
+    """uvicorn's config, carrying the hook corral's WebSocket protocol calls on drain."""
+
+    on_websocket_going_away: Callable[[], None] | None = None
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server with signal handling removed and loop-start, ready and tick hooks."""
 
@@ -229,8 +237,18 @@ class WorkerEngine:
         self._sockets = sockets
         self._report = report
         cfg = spec.config
-        uv_config = uvicorn.Config(
-            app,
+        decision = decide_interface(app, cfg.interface)
+        served, uv_interface = adapt(app, decision.interface)
+        self._websockets_going_away = 0
+        uv_config = _Config(
+            served,
+            interface=uv_interface,  # type: ignore[arg-type]
+            ws=cfg.ws.value,
+            ws_max_size=cfg.ws_max_size,
+            ws_max_queue=cfg.ws_max_queue,
+            ws_ping_interval=cfg.ws_ping_interval or None,
+            ws_ping_timeout=cfg.ws_ping_timeout or None,
+            ws_per_message_deflate=cfg.ws_per_message_deflate,
             lifespan=cfg.lifespan.value,
             log_config=None,
             access_log=cfg.access_log,
@@ -242,6 +260,12 @@ class WorkerEngine:
         )
         uv_config.load()
         uv_config.http_protocol_class = with_fresh_connection_grace(uv_config.http_protocol_class)
+        uv_config.on_websocket_going_away = self._count_going_away
+        if decision.interface is Interface.WSGI:  # WSGI has no WebSockets: upgrades are HTTP
+            uv_config.ws_protocol_class = None
+        elif uv_config.ws_protocol_class is not None:
+            uv_config.ws_protocol_class = with_going_away(uv_config.ws_protocol_class)
+        self._wsgi_pool = getattr(served, "executor", None) if served is not app else None
         if ssl_context is not None:
             uv_config.ssl = ssl_context
         self._recorder: RequestRecorder | None = None
@@ -258,6 +282,14 @@ class WorkerEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_finished = False
         self._pending: list[Callable[[], None]] = []
+
+    def _count_going_away(self) -> None:
+        """On the loop's thread: one more WebSocket was sent 1001 at drain."""
+        self._websockets_going_away += 1
+
+    @property
+    def websockets_going_away(self) -> int:
+        return self._websockets_going_away
 
     def _announce_ready(self) -> None:
         spec = self.spec
@@ -281,6 +313,8 @@ class WorkerEngine:
         finally:
             if self._recorder is not None:
                 self._recorder.close()
+            if self._wsgi_pool is not None:  # a2wsgi's threads; idle once serving stopped
+                self._wsgi_pool.shutdown(wait=False)
             with self._control_lock:
                 self._loop = None
                 self._loop_finished = True
