@@ -106,3 +106,19 @@ def test_check_names_the_websocket_library() -> None:
     assert "websockets: websockets " in result.stdout
     off = run_cli("check", APP, "--ws", "none")
     assert "websockets: off (--ws none)" in off.stdout
+
+
+def test_ws_settings_reach_uvicorn(corral: Callable[..., CorralProcess], mode: str) -> None:
+    server = corral(
+        "--mode", mode, "--ws-max-size", "1024", "--no-ws-per-message-deflate", app=APP
+    )  # fmt: skip
+    server.wait_ready(1)
+    url = server.base_url.replace("http://", "ws://", 1) + "/ws"
+    with connect(url, open_timeout=10) as ws:
+        assert ws.response is not None
+        assert "sec-websocket-extensions" not in ws.response.headers  # no deflate offered back
+        ws.send("x" * 2000)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1009  # message too big
