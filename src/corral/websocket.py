@@ -84,15 +84,35 @@ def describe_support(choice: WebSocketLibrary) -> WebSocketSupport:
     )
 
 
+# uvicorn's module for each choice, once resolved to an installed library.
+_UVICORN_MODULES = {
+    (WebSocketLibrary.AUTO, "websockets"): "websockets_sansio_impl",
+    (WebSocketLibrary.AUTO, "wsproto"): "wsproto_impl",
+    (WebSocketLibrary.WEBSOCKETS, "websockets"): "websockets_impl",
+    (WebSocketLibrary.WEBSOCKETS_SANSIO, "websockets"): "websockets_sansio_impl",
+    (WebSocketLibrary.WSPROTO, "wsproto"): "wsproto_impl",
+}
+
+
 def require_support(choice: WebSocketLibrary) -> WebSocketSupport:
-    """``describe_support``, but a library named with ``--ws`` must be installed."""
+    """``describe_support``, but a library named with ``--ws`` must be installed.
+
+    The protocol module the workers will use is imported here, in the
+    supervisor, before the worker mode is decided: were a future wheel of the
+    library to turn the GIL back on, the decision would see it, rather than
+    thread workers finding out after the fact.
+    """
     support = describe_support(choice)
-    if support.library is None and choice not in (WebSocketLibrary.AUTO, WebSocketLibrary.NONE):
+    if support.library is None:
+        if choice in (WebSocketLibrary.AUTO, WebSocketLibrary.NONE):
+            return support
         package = "wsproto" if choice is WebSocketLibrary.WSPROTO else "websockets"
         raise ConfigError(
             f"--ws {choice.value} needs the {package} package; pip install {package} "
             "or pass --ws auto"
         )
+    module = _UVICORN_MODULES[(choice, support.library)]
+    importlib.import_module(f"uvicorn.protocols.websockets.{module}")
     return support
 
 
