@@ -35,7 +35,12 @@ index                   content
                         ``COUNTS_BASE + m * len(STATUS_CLASSES) + c``
 ``BUCKETS_BASE`` 43..57 ``len(BUCKETS)`` *non-cumulative* duration bucket
                         counts; the reader makes them cumulative
+``WS_OPENED_INDEX`` 58  WebSockets this incarnation accepted
+``WS_ENDED_INDEX`` 59   of those, the ones whose app call has returned
+``WS_GOING_AWAY`` 60    WebSockets sent close 1001 because the worker drained
 ======================  ===================================================
+
+Open WebSockets, like in-flight requests, are derived: opened minus ended.
 
 The in-flight gauge is not stored: it is ``started`` minus the sum of the
 counters, computed by the reader. Every started request is counted exactly
@@ -76,7 +81,7 @@ DIRECTORY_PREFIX = "corral-stats-"
 
 # --- The layout -----------------------------------------------------------------
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 #: ``b"corr"`` then the version in the low 16 bits; below 2**53, so exact as a float64.
 LAYOUT_MAGIC = float((0x636F7272 << 16) | LAYOUT_VERSION)
 
@@ -98,7 +103,10 @@ SUM_INDEX = 2
 COUNTS_BASE = 3
 COUNTS_LEN = len(METHOD_LABELS) * len(STATUS_CLASSES)
 BUCKETS_BASE = COUNTS_BASE + COUNTS_LEN
-BLOCK_CELLS = BUCKETS_BASE + len(BUCKETS)
+WS_OPENED_INDEX = BUCKETS_BASE + len(BUCKETS)
+WS_ENDED_INDEX = WS_OPENED_INDEX + 1
+WS_GOING_AWAY_INDEX = WS_ENDED_INDEX + 1
+BLOCK_CELLS = WS_GOING_AWAY_INDEX + 1
 BLOCK_BYTES = BLOCK_CELLS * 8
 
 _5XX = STATUS_CLASSES.index("5xx")
@@ -139,6 +147,10 @@ class RequestRecorder:
         self.path = path
         self._mmap = mapping
         self.cells = memoryview(mapping).cast("d")
+
+    def count_going_away(self) -> None:
+        """One more WebSocket closed with 1001 at drain; on the worker's loop thread only."""
+        self.cells[WS_GOING_AWAY_INDEX] += 1.0
 
     def close(self) -> None:
         """Unmap the block; idempotent. The memoryview goes first, or ``mmap.close`` raises."""
@@ -226,7 +238,10 @@ class RequestMetricsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         cells = self._cells
         clock = self._clock
@@ -252,6 +267,24 @@ class RequestMetricsMiddleware:
             ] += 1.0
             cells[BUCKETS_BASE + bisect_left(_FINITE_BUCKETS, duration)] += 1.0
             cells[SUM_INDEX] += duration
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count a WebSocket as open from its accept until the app's call returns."""
+        cells = self._cells
+        accepted = False
+
+        def capture(message: Message) -> Awaitable[None]:
+            nonlocal accepted
+            if message["type"] == "websocket.accept" and not accepted:
+                accepted = True
+                cells[WS_OPENED_INDEX] += 1.0
+            return send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            if accepted:
+                cells[WS_ENDED_INDEX] += 1.0
 
 
 # --- Supervisor side ----------------------------------------------------------------
@@ -282,6 +315,9 @@ class SlotRequestStats:
     duration_sum: float
     duration_count: float
     in_flight: float
+    websockets_opened: float = 0.0
+    websockets_open: float = 0.0  # live incarnations only, like in_flight
+    websockets_going_away: float = 0.0
 
 
 class _Lane:
@@ -317,12 +353,14 @@ class _Lane:
 class _Totals:
     """Counts carried over from a slot's finished incarnations (no in-flight: they are gone)."""
 
-    __slots__ = ("buckets", "counts", "duration_sum")
+    __slots__ = ("buckets", "counts", "duration_sum", "ws_going_away", "ws_opened")
 
     def __init__(self) -> None:
         self.counts = [0.0] * COUNTS_LEN
         self.buckets = [0.0] * len(BUCKETS)
         self.duration_sum = 0.0
+        self.ws_opened = 0.0
+        self.ws_going_away = 0.0
 
     def add_block(self, values: list[float]) -> None:
         """Add a block's counters, buckets and sum; ``started`` is not a total of its own."""
@@ -332,6 +370,8 @@ class _Totals:
         for i in range(len(BUCKETS)):
             buckets[i] += values[BUCKETS_BASE + i]
         self.duration_sum += values[SUM_INDEX]
+        self.ws_opened += values[WS_OPENED_INDEX]
+        self.ws_going_away += values[WS_GOING_AWAY_INDEX]
 
 
 class RequestStatsPool:
@@ -408,13 +448,17 @@ class RequestStatsPool:
                 return {}
             totals: dict[int, _Totals] = {}
             in_flight: dict[int, float] = {}
+            ws_open: dict[int, float] = {}
             for slot, retired in self._retired.items():
                 merged = _Totals()
                 merged.counts[:] = retired.counts
                 merged.buckets[:] = retired.buckets
                 merged.duration_sum = retired.duration_sum
+                merged.ws_opened = retired.ws_opened
+                merged.ws_going_away = retired.ws_going_away
                 totals[slot] = merged
                 in_flight[slot] = 0.0
+                ws_open[slot] = 0.0
             for lane in self._lanes:
                 if lane.lease is None:
                     continue
@@ -423,7 +467,10 @@ class RequestStatsPool:
                     continue
                 totals[lane.lease.slot].add_block(values)
                 in_flight[lane.lease.slot] += _in_flight(values)
-        return {slot: _render(t, in_flight[slot]) for slot, t in sorted(totals.items())}
+                ws_open[lane.lease.slot] += _websockets_open(values)
+        return {
+            slot: _render(t, in_flight[slot], ws_open[slot]) for slot, t in sorted(totals.items())
+        }
 
     def close(self) -> None:
         """Unmap every lane and remove the directory; idempotent."""
@@ -456,7 +503,11 @@ def _in_flight(values: list[float]) -> float:
     return max(0.0, values[STARTED_INDEX] - finished)
 
 
-def _render(totals: _Totals, in_flight: float) -> SlotRequestStats:
+def _websockets_open(values: list[float]) -> float:
+    return max(0.0, values[WS_OPENED_INDEX] - values[WS_ENDED_INDEX])
+
+
+def _render(totals: _Totals, in_flight: float, websockets_open: float) -> SlotRequestStats:
     requests: dict[tuple[str, str], float] = {}
     width = len(STATUS_CLASSES)
     for m, method in enumerate(METHOD_LABELS):
@@ -475,6 +526,9 @@ def _render(totals: _Totals, in_flight: float) -> SlotRequestStats:
         duration_sum=totals.duration_sum,
         duration_count=running,
         in_flight=in_flight,
+        websockets_opened=totals.ws_opened,
+        websockets_open=websockets_open,
+        websockets_going_away=totals.ws_going_away,
     )
 
 

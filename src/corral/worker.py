@@ -239,7 +239,6 @@ class WorkerEngine:
         cfg = spec.config
         decision = decide_interface(app, cfg.interface)
         served, uv_interface = adapt(app, decision.interface)
-        self._websockets_going_away = 0
         uv_config = _Config(
             served,
             interface=uv_interface,  # type: ignore[arg-type]
@@ -260,7 +259,6 @@ class WorkerEngine:
         )
         uv_config.load()
         uv_config.http_protocol_class = with_fresh_connection_grace(uv_config.http_protocol_class)
-        uv_config.on_websocket_going_away = self._count_going_away
         if decision.interface is Interface.WSGI:  # WSGI has no WebSockets: upgrades are HTTP
             uv_config.ws_protocol_class = None
         elif uv_config.ws_protocol_class is not None:
@@ -274,6 +272,7 @@ class WorkerEngine:
             # has been adapted, so the middleware always sees ASGI3.
             self._recorder = open_recorder(spec.stats_path)
             uv_config.loaded_app = RequestMetricsMiddleware(uv_config.loaded_app, self._recorder)
+            uv_config.on_websocket_going_away = self._recorder.count_going_away
         self._server = _Server(uv_config, self._loop_started, self._announce_ready, self._tick)
         self._recycle_asked = False
         # Re-entrant: in a process worker, the SIGTERM handler calls ``drain``
@@ -282,14 +281,6 @@ class WorkerEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_finished = False
         self._pending: list[Callable[[], None]] = []
-
-    def _count_going_away(self) -> None:
-        """On the loop's thread: one more WebSocket was sent 1001 at drain."""
-        self._websockets_going_away += 1
-
-    @property
-    def websockets_going_away(self) -> int:
-        return self._websockets_going_away
 
     def _announce_ready(self) -> None:
         spec = self.spec

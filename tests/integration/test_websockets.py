@@ -11,7 +11,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import CorralProcess, run_cli
+from tests.conftest import CorralProcess, eventually, run_cli
 
 APP = "tests.integration.ws_app:app"
 GOING_AWAY = 1001
@@ -89,14 +89,25 @@ def test_rolling_restart_sends_going_away_and_the_new_worker_serves(
 ) -> None:
     server = corral("--workers", "1", "--mode", mode, app=APP)
     server.wait_ready(1)
-    held = HeldWebSocket(server.base_url)
+    before = server.scrape()
+    assert before.value("corral_websockets_going_away_total", slot="0") == 0
+    held = [HeldWebSocket(server.base_url) for _ in range(2)]
+    eventually(lambda: server.scrape().value("corral_websockets_open", slot="0") == 2)
     server.send(signal.SIGHUP)
-    held.wait_closed()
-    assert held.code == GOING_AWAY
+    for client in held:
+        client.wait_closed()
+        assert client.code == GOING_AWAY
     server.wait_event("drain_end", slot=0, generation=1)
     assert not server.events("force_stop")
     again = HeldWebSocket(server.base_url)  # a reconnecting client lands on generation 2
+    metrics = server.scrape()
+    # Counters carry over from the drained incarnation; the gauge is live workers only.
+    assert metrics.value("corral_websockets_going_away_total", slot="0") == 2
+    assert metrics.value("corral_websockets_opened_total", slot="0") == 3
+    assert metrics.value("corral_websockets_open", slot="0") == 1
     again.close()
+    eventually(lambda: server.scrape().value("corral_websockets_open", slot="0") == 0)
+    assert server.scrape().value("corral_websockets_going_away_total", slot="0") == 2
 
 
 def test_check_names_the_websocket_library() -> None:
