@@ -133,3 +133,16 @@ def test_ws_settings_reach_uvicorn(corral: Callable[..., CorralProcess], mode: s
             ws.recv(timeout=10)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1009  # message too big
+
+
+def test_recycle_sends_going_away(corral: Callable[..., CorralProcess], mode: str) -> None:
+    server = corral("--workers", "1", "--mode", mode, "--max-requests", "3", app=APP)
+    server.wait_ready(1)
+    held = HeldWebSocket(server.base_url)
+    for _ in range(3):
+        assert server.get("/").status_code == 200
+    server.wait_event("recycle", slot=0, generation=1)
+    held.wait_closed()
+    assert held.code == GOING_AWAY
+    server.wait_event("drain_end", slot=0, generation=1)
+    assert server.scrape().value("corral_websockets_going_away_total", slot="0") == 1
