@@ -30,7 +30,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[reload]' --group test --group lint --group assets
+	$(BIN)/python -m pip install --quiet -e '.[reload]' --group test --group lint --group assets --group compat
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -39,6 +39,7 @@ from corral.config import (
 )
 from corral.config_sources import LoadedConfig, describe_unknown_variable, load_config
 from corral.errors import AppImportError, CorralError, ExitCode
+from corral.interface import Interface, decide_interface
 from corral.listeners import close_listeners, create_listeners, describe, load_tls
 from corral.logs import configure_logging
 from corral.observability import Observability
@@ -47,6 +48,7 @@ from corral.runtime import WorkerMode, decide_mode
 from corral.sdnotify import SystemdNotifier
 from corral.supervisor import Supervisor
 from corral.watch import WatchSpec
+from corral.websocket import WebSocketLibrary, WebSocketSupport, require_support
 
 _CHOICES: dict[str, list[str]] = {
     "WorkerMode | None": ["auto", *(m.value for m in WorkerMode)],
@@ -57,6 +59,8 @@ _CHOICES: dict[str, list[str]] = {
     "HttpImpl": [x.value for x in HttpImpl],
     "LoopImpl": [x.value for x in LoopImpl],
     "CertRequirement": [x.value for x in CertRequirement] + ["0", "1", "2"],
+    "Interface": [x.value for x in Interface],
+    "WebSocketLibrary": [x.value for x in WebSocketLibrary],
 }
 _TYPES: dict[str, Any] = {
     "int": int,
@@ -160,6 +164,8 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
     try:
         watching = _watch_spec(config)  # a missing --reload-dir fails before anything starts
         app = load_app(app_path, factory=config.factory)
+        interface = decide_interface(app, config.interface)
+        websockets = require_support(config.ws)
         tls = load_tls(config)
         observability = Observability(config, os.environ)
     except CorralError as exc:
@@ -188,6 +194,8 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
         workers=config.workers,
         mode=supervisor.mode.value,
         mode_reason=supervisor.mode_decision.reason,
+        interface=interface.interface.value,
+        websockets=_websockets_line(interface.interface, websockets),
         config_file=str(loaded.file) if loaded.file else None,
         env_file=config.env_file,
         proxy_headers=config.proxy_headers,
@@ -233,6 +241,8 @@ def _watch_spec(config: ServerConfig) -> WatchSpec | None:
 @_config_option("factory")
 @_config_option("env_file")
 @_config_option("log_level")
+@_config_option("interface")
+@_config_option("ws")
 def check(app_path: str, config_file: Path | None, app_dir: str, **values: Any) -> None:
     """Validate the configuration, import APP, and say which worker mode corral would use."""
     try:
@@ -249,13 +259,17 @@ def check(app_path: str, config_file: Path | None, app_dir: str, **values: Any) 
             err=True,
         )
     _add_app_dir(app_dir)
+    config = loaded.config
     try:
         app = load_app(app_path, factory=loaded.config.factory)
+        websockets = require_support(config.ws)
     except CorralError as exc:
         _fail(exc)
-    config = loaded.config
     decision = decide_mode(config.mode)
+    interface = decide_interface(app, config.interface)
     click.echo(f"app:    {app_path} ({type(app).__name__})")
+    click.echo(f"interface: {interface.interface.value} ({interface.reason})")
+    click.echo(f"websockets: {_websockets_line(interface.interface, websockets)}")
     click.echo(f"mode:   {decision.mode.value} ({decision.reason})")
     click.echo(
         f"python: {sys.version.split()[0]}"
@@ -299,6 +313,14 @@ def status(url: str | None, token: str | None, cacert: str | None, as_json: bool
         for line in status_client.render(report):
             click.echo(line)
     sys.exit(0 if report.ready else 1)
+
+
+def _websockets_line(interface: Interface, support: WebSocketSupport) -> str:
+    if interface is Interface.WSGI:
+        return "off: a WSGI app has no WebSockets"
+    if support.library is None:
+        return support.note
+    return f"{support.library} {support.version} ({support.note})"
 
 
 def _yes(flag: bool) -> str:

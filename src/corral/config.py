@@ -20,7 +20,9 @@ from typing import Any
 
 from corral.config_checks import validate_serving, validate_tls
 from corral.errors import ConfigError
+from corral.interface import Interface
 from corral.runtime import WorkerMode
+from corral.websocket import WebSocketLibrary
 
 
 class ExhaustedAction(enum.Enum):
@@ -234,6 +236,30 @@ class ServerConfig:
             "variables; variables already set win."
         ),
     )
+    interface: Interface = field(
+        default=Interface.AUTO,
+        metadata=_doc("App interface: auto (detect), asgi3, asgi2 or wsgi (through a2wsgi)."),
+    )
+    # --- WebSockets (uvicorn's flags and defaults) ----------------------------
+    ws: WebSocketLibrary = field(
+        default=WebSocketLibrary.AUTO,
+        metadata=_doc("WebSocket library: auto, none, websockets, websockets-sansio or wsproto."),
+    )
+    ws_max_size: int = field(
+        default=16 * 1024 * 1024, metadata=_doc("Largest WebSocket message accepted, bytes.")
+    )
+    ws_max_queue: int = field(
+        default=32, metadata=_doc("Incoming WebSocket messages buffered per connection.")
+    )
+    ws_ping_interval: float = field(
+        default=20.0, metadata=_doc("Seconds between WebSocket pings; 0 sends none.")
+    )
+    ws_ping_timeout: float = field(
+        default=20.0, metadata=_doc("Seconds to wait for a WebSocket pong; 0 waits forever.")
+    )
+    ws_per_message_deflate: bool = field(
+        default=True, metadata=_doc("Offer the WebSocket permessage-deflate extension.")
+    )
     # --- The side port: metrics, health, readiness, status -----------------
     metrics: bool = field(
         default=True,
@@ -311,6 +337,8 @@ def _validate(cfg: ServerConfig) -> None:
         "force_stop_grace",
         "backoff_base",
         "worker_timeout",
+        "ws_ping_interval",
+        "ws_ping_timeout",
     ):
         value = getattr(cfg, name)
         if value < 0:
@@ -324,6 +352,8 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError(f"log_level {cfg.log_level!r} is unknown; use one of {LOG_LEVELS}")
     if cfg.backlog <= 0 or cfg.timeout_keep_alive < 0:
         raise ConfigError("backlog must be positive and timeout_keep_alive not negative")
+    if cfg.ws_max_size <= 0 or cfg.ws_max_queue <= 0:
+        raise ConfigError("ws_max_size and ws_max_queue must be positive")
     if cfg.max_requests < 0 or cfg.max_requests_jitter < 0:
         raise ConfigError("max_requests and max_requests_jitter must be 0 (off) or more")
     if cfg.max_requests_jitter and not cfg.max_requests:

@@ -25,7 +25,9 @@ from corral.config import (
     field_type,
 )
 from corral.errors import ConfigError
+from corral.interface import Interface
 from corral.runtime import WorkerMode
+from corral.websocket import WebSocketLibrary
 
 
 def _parse_bool(raw: object) -> bool:
@@ -123,6 +125,8 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "HttpImpl": _enum_parser(HttpImpl),
     "LoopImpl": _enum_parser(LoopImpl),
     "CertRequirement": _parse_cert_reqs,
+    "Interface": _enum_parser(Interface),
+    "WebSocketLibrary": _enum_parser(WebSocketLibrary),
     "tuple[str, ...]": _parse_str_tuple,
     "tuple[Header, ...]": _parse_headers,
 }

@@ -320,6 +320,7 @@ class RequestCollector(Collector):
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
+        snapshot = self._snapshot()
         requests = CounterMetricFamily(
             "corral_http_requests",
             "HTTP requests finished by the slot's workers, by method and status class.",
@@ -335,7 +336,7 @@ class RequestCollector(Collector):
             "Requests the slot's live workers are handling now.",
             labels=["slot"],
         )
-        for slot, stats in sorted(self._snapshot().items()):
+        for slot, stats in sorted(snapshot.items()):
             label = str(slot)
             for (method, status_class), count in sorted(stats.requests.items()):
                 requests.add_metric([label, method, status_class], count)
@@ -346,6 +347,29 @@ class RequestCollector(Collector):
             )
             in_flight.add_metric([label], stats.in_flight)
         yield from (requests, duration, in_flight)
+        yield from _websocket_families(snapshot)
+
+
+def _websocket_families(stats: dict[int, SlotRequestStats]) -> Iterator[Metric]:
+    """Per-slot WebSocket counts, from the same shared-memory blocks as the requests."""
+    opened = CounterMetricFamily(
+        "corral_websockets_opened",
+        "WebSockets the slot's workers accepted.",
+        labels=["slot"],
+    )
+    going_away = CounterMetricFamily(
+        "corral_websockets_going_away",
+        "WebSockets closed with 1001 (going away) because their worker drained.",
+        labels=["slot"],
+    )
+    open_now = GaugeMetricFamily(
+        "corral_websockets_open", "WebSockets open on the slot's live workers.", labels=["slot"]
+    )
+    for slot, slot_stats in sorted(stats.items()):
+        opened.add_metric([str(slot)], slot_stats.websockets_opened)
+        going_away.add_metric([str(slot)], slot_stats.websockets_going_away)
+        open_now.add_metric([str(slot)], slot_stats.websockets_open)
+    yield from (opened, going_away, open_now)
 
 
 def _bound(upper: float) -> str:

@@ -10,21 +10,51 @@ environment rather than on the configuration corral logged at start-up.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
 
 import uvicorn
 
 from corral.appload import ASGIApp
 from corral.config import ServerConfig
 from corral.http_protocol import with_fresh_connection_grace
+from corral.interface import Interface, adapt, decide_interface
+from corral.websocket import with_going_away
+
+
+class CorralUvicornConfig(uvicorn.Config):
+    """uvicorn's config, carrying the hook corral's WebSocket protocol calls on drain."""
+
+    on_websocket_going_away: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What a worker serves with: the loaded config, and a WSGI adapter's thread pool."""
+
+    config: CorralUvicornConfig
+    wsgi_pool: Executor | None
 
 
 def build_uvicorn_config(
     cfg: ServerConfig, app: ASGIApp, ssl_context: ssl.SSLContext | None = None
-) -> uvicorn.Config:
-    """A loaded ``uvicorn.Config`` for ``app``; its HTTP protocol keeps fresh connections
-    through a drain (``http_protocol``), whichever of h11 and httptools it is."""
-    uv_config = uvicorn.Config(
-        app,
+) -> Serving:
+    """A loaded uvicorn config for ``app`` (adapted to its interface: a WSGI app runs
+    through a2wsgi). Its HTTP protocol keeps fresh connections through a drain
+    (``http_protocol``), whichever of h11 and httptools it is, and its WebSocket
+    protocol closes with 1001 on a drain (``websocket``)."""
+    decision = decide_interface(app, cfg.interface)
+    served, uv_interface = adapt(app, decision.interface)
+    uv_config = CorralUvicornConfig(
+        served,
+        interface=uv_interface,  # type: ignore[arg-type]
+        ws=cfg.ws.value,
+        ws_max_size=cfg.ws_max_size,
+        ws_max_queue=cfg.ws_max_queue,
+        ws_ping_interval=cfg.ws_ping_interval or None,
+        ws_ping_timeout=cfg.ws_ping_timeout or None,
+        ws_per_message_deflate=cfg.ws_per_message_deflate,
         lifespan=cfg.lifespan.value,
         log_config=None,
         access_log=cfg.access_log,
@@ -52,6 +82,11 @@ def build_uvicorn_config(
     )
     uv_config.load()
     uv_config.http_protocol_class = with_fresh_connection_grace(uv_config.http_protocol_class)
+    if decision.interface is Interface.WSGI:  # WSGI has no WebSockets: upgrades are HTTP
+        uv_config.ws_protocol_class = None
+    elif uv_config.ws_protocol_class is not None:
+        uv_config.ws_protocol_class = with_going_away(uv_config.ws_protocol_class)
     if ssl_context is not None:
         uv_config.ssl = ssl_context
-    return uv_config
+    pool = getattr(served, "executor", None) if served is not app else None
+    return Serving(uv_config, pool)

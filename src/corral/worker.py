@@ -229,13 +229,16 @@ class WorkerEngine:
         self.spec = spec
         self._sockets = sockets
         self._report = report
-        uv_config = build_uvicorn_config(spec.config, app, ssl_context)
+        serving = build_uvicorn_config(spec.config, app, ssl_context)
+        uv_config = serving.config
+        self._wsgi_pool = serving.wsgi_pool
         self._recorder: RequestRecorder | None = None
         if spec.stats_path is not None:
             # Wrap what uvicorn loaded, not the raw app: by now an ASGI2 app
             # has been adapted, so the middleware always sees ASGI3.
             self._recorder = open_recorder(spec.stats_path)
             uv_config.loaded_app = RequestMetricsMiddleware(uv_config.loaded_app, self._recorder)
+            uv_config.on_websocket_going_away = self._recorder.count_going_away
         self._server = _Server(uv_config, self._loop_started, self._announce_ready, self._tick)
         self._recycle_asked = False
         # Re-entrant: in a process worker, the SIGTERM handler calls ``drain``
@@ -267,6 +270,8 @@ class WorkerEngine:
         finally:
             if self._recorder is not None:
                 self._recorder.close()
+            if self._wsgi_pool is not None:  # a2wsgi's threads; idle once serving stopped
+                self._wsgi_pool.shutdown(wait=False)
             with self._control_lock:
                 self._loop = None
                 self._loop_finished = True

@@ -23,7 +23,7 @@ def run_check(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 
 def report(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
-    """The successful report as ``{"app", "mode", "python", "config"}`` lines, checked for shape."""
+    """The successful report as ``{"app", "interface", ..., "config"}`` lines, checked for shape."""
     shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert result.returncode == ExitCode.OK, shown
     assert "Traceback" not in result.stdout + result.stderr, shown
@@ -33,7 +33,7 @@ def report(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
         assert sep, f"unexpected line {line!r}; {shown}"
         assert value.startswith(" "), f"unexpected line {line!r}; {shown}"
         fields[key] = line
-    assert set(fields) == {"app", "mode", "python", "config"}, shown
+    assert set(fields) == {"app", "interface", "websockets", "mode", "python", "config"}, shown
     return fields
 
 

@@ -35,6 +35,9 @@ from corral.request_stats.layout import (
     STARTED_INDEX,
     STATUS_CLASSES,
     SUM_INDEX,
+    WS_ENDED_INDEX,
+    WS_GOING_AWAY_INDEX,
+    WS_OPENED_INDEX,
 )
 from corral.request_stats.pool import RequestStatsPool, SlotRequestStats, StatsLease
 from corral.request_stats.recorder import RequestMetricsMiddleware, RequestRecorder, open_recorder
@@ -123,8 +126,9 @@ def test_layout_is_fixed_and_matches_prometheus_default_buckets() -> None:
     assert METHOD_LABELS == ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other")
     assert STATUS_CLASSES == ("1xx", "2xx", "3xx", "4xx", "5xx")
     assert (HEADER_INDEX, STARTED_INDEX, SUM_INDEX, COUNTS_BASE, BUCKETS_BASE) == (0, 1, 2, 3, 43)
-    assert BLOCK_CELLS == 58
-    assert BLOCK_BYTES == 464
+    assert (WS_OPENED_INDEX, WS_ENDED_INDEX, WS_GOING_AWAY_INDEX) == (58, 59, 60)
+    assert BLOCK_CELLS == 61
+    assert BLOCK_BYTES == 488
     assert float(int(LAYOUT_MAGIC)) == LAYOUT_MAGIC < 2**53
 
 
@@ -260,10 +264,8 @@ def test_a_cancelled_request_is_counted_as_5xx_and_leaves_nothing_in_flight(
     assert stats.duration_count == 1.0
 
 
-@pytest.mark.parametrize("scope_type", ["websocket", "lifespan"])
-def test_websocket_and_lifespan_pass_straight_through(
-    recorder: RequestRecorder, scope_type: str
-) -> None:
+def test_lifespan_passes_straight_through(recorder: RequestRecorder) -> None:
+    scope_type = "lifespan"
     seen: list[tuple[Any, Any, Any]] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -279,6 +281,30 @@ def test_websocket_and_lifespan_pass_straight_through(
     assert bytes(recorder.cells.cast("B")) == before
 
 
+def test_websockets_are_counted_open_from_accept_to_return(
+    pool: RequestStatsPool, recorder: RequestRecorder
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/accept":
+            await send({"type": "websocket.accept"})
+            assert pool.snapshot()[0].websockets_open == 1.0
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+    sink = _Sink()
+    middleware = RequestMetricsMiddleware(app, recorder)
+    for path in ("/accept", "/reject", "/accept"):
+        asyncio.run(middleware({"type": "websocket", "path": path}, _receive, sink))
+    recorder.count_going_away()
+    stats = pool.snapshot()[0]
+    assert (stats.websockets_opened, stats.websockets_open) == (2.0, 0.0)
+    assert stats.websockets_going_away == 1.0
+    assert stats.in_flight == 0.0  # not HTTP requests
+    assert stats.duration_count == 0.0
+    sent = [m["type"] for m in sink.messages]
+    assert sent == ["websocket.accept", "websocket.close", "websocket.accept"]
+
+
 # --- Middleware: the histogram ------------------------------------------------------
 
 
@@ -292,7 +318,7 @@ def test_durations_land_in_the_right_bucket_and_read_back_cumulative(
     for _ in durations:
         _request(middleware)
 
-    raw = recorder.cells.tolist()[BUCKETS_BASE:]
+    raw = recorder.cells.tolist()[BUCKETS_BASE:WS_OPENED_INDEX]
     assert raw == [2, 1, 0, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 2, 2]  # stored non-cumulative
 
     stats = pool.snapshot()[0]
@@ -437,15 +463,15 @@ def test_open_recorder_rejects_a_file_that_is_not_a_block(
 ) -> None:
     short = tmp_path / "short"
     short.write_bytes(b"\0" * 100)
-    with pytest.raises(ValueError, match="100 bytes, not the 464"):
+    with pytest.raises(ValueError, match="100 bytes, not the 488"):
         open_recorder(str(short))
     unprepared = tmp_path / "unprepared"
     unprepared.write_bytes(b"\0" * BLOCK_BYTES)
-    with pytest.raises(ValueError, match="layout version 1"):
+    with pytest.raises(ValueError, match="layout version 2"):
         open_recorder(str(unprepared))
     released = pool.acquire(0)
     pool.release(released)  # a free lane is zeroed, header included
-    with pytest.raises(ValueError, match="layout version 1"):
+    with pytest.raises(ValueError, match="layout version 2"):
         open_recorder(released.path)
 
 

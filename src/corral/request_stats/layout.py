@@ -16,7 +16,12 @@ index                   content
                         ``COUNTS_BASE + m * len(STATUS_CLASSES) + c``
 ``BUCKETS_BASE`` 43..57 ``len(BUCKETS)`` *non-cumulative* duration bucket
                         counts; the reader makes them cumulative
+``WS_OPENED_INDEX`` 58  WebSockets this incarnation accepted
+``WS_ENDED_INDEX`` 59   of those, the ones whose app call has returned
+``WS_GOING_AWAY`` 60    WebSockets sent close 1001 because the worker drained
 ======================  ===================================================
+
+Open WebSockets, like in-flight requests, are derived: opened minus ended.
 
 The in-flight gauge is not stored: it is ``started`` minus the sum of the
 counters, computed by the reader. Every started request is counted exactly
@@ -29,7 +34,7 @@ from __future__ import annotations
 import mmap
 import os
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 #: ``b"corr"`` then the version in the low 16 bits; below 2**53, so exact as a float64.
 LAYOUT_MAGIC = float((0x636F7272 << 16) | LAYOUT_VERSION)
 
@@ -51,7 +56,10 @@ SUM_INDEX = 2
 COUNTS_BASE = 3
 COUNTS_LEN = len(METHOD_LABELS) * len(STATUS_CLASSES)
 BUCKETS_BASE = COUNTS_BASE + COUNTS_LEN
-BLOCK_CELLS = BUCKETS_BASE + len(BUCKETS)
+WS_OPENED_INDEX = BUCKETS_BASE + len(BUCKETS)
+WS_ENDED_INDEX = WS_OPENED_INDEX + 1
+WS_GOING_AWAY_INDEX = WS_ENDED_INDEX + 1
+BLOCK_CELLS = WS_GOING_AWAY_INDEX + 1
 BLOCK_BYTES = BLOCK_CELLS * 8
 
 STATUS_5XX = STATUS_CLASSES.index("5xx")

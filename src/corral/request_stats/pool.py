@@ -32,6 +32,9 @@ from corral.request_stats.layout import (
     STARTED_INDEX,
     STATUS_CLASSES,
     SUM_INDEX,
+    WS_ENDED_INDEX,
+    WS_GOING_AWAY_INDEX,
+    WS_OPENED_INDEX,
     ZERO_BLOCK,
     map_block,
 )
@@ -65,6 +68,9 @@ class SlotRequestStats:
     duration_sum: float
     duration_count: float
     in_flight: float
+    websockets_opened: float = 0.0
+    websockets_open: float = 0.0  # live incarnations only, like in_flight
+    websockets_going_away: float = 0.0
 
 
 class _Lane:
@@ -100,12 +106,14 @@ class _Lane:
 class _Totals:
     """Counts carried over from a slot's finished incarnations (no in-flight: they are gone)."""
 
-    __slots__ = ("buckets", "counts", "duration_sum")
+    __slots__ = ("buckets", "counts", "duration_sum", "ws_going_away", "ws_opened")
 
     def __init__(self) -> None:
         self.counts = [0.0] * COUNTS_LEN
         self.buckets = [0.0] * len(BUCKETS)
         self.duration_sum = 0.0
+        self.ws_opened = 0.0
+        self.ws_going_away = 0.0
 
     def add_block(self, values: list[float]) -> None:
         """Add a block's counters, buckets and sum; ``started`` is not a total of its own."""
@@ -115,6 +123,8 @@ class _Totals:
         for i in range(len(BUCKETS)):
             buckets[i] += values[BUCKETS_BASE + i]
         self.duration_sum += values[SUM_INDEX]
+        self.ws_opened += values[WS_OPENED_INDEX]
+        self.ws_going_away += values[WS_GOING_AWAY_INDEX]
 
 
 class RequestStatsPool:
@@ -191,13 +201,17 @@ class RequestStatsPool:
                 return {}
             totals: dict[int, _Totals] = {}
             in_flight: dict[int, float] = {}
+            ws_open: dict[int, float] = {}
             for slot, retired in self._retired.items():
                 merged = _Totals()
                 merged.counts[:] = retired.counts
                 merged.buckets[:] = retired.buckets
                 merged.duration_sum = retired.duration_sum
+                merged.ws_opened = retired.ws_opened
+                merged.ws_going_away = retired.ws_going_away
                 totals[slot] = merged
                 in_flight[slot] = 0.0
+                ws_open[slot] = 0.0
             for lane in self._lanes:
                 if lane.lease is None:
                     continue
@@ -206,7 +220,10 @@ class RequestStatsPool:
                     continue
                 totals[lane.lease.slot].add_block(values)
                 in_flight[lane.lease.slot] += _in_flight(values)
-        return {slot: _render(t, in_flight[slot]) for slot, t in sorted(totals.items())}
+                ws_open[lane.lease.slot] += _websockets_open(values)
+        return {
+            slot: _render(t, in_flight[slot], ws_open[slot]) for slot, t in sorted(totals.items())
+        }
 
     def close(self) -> None:
         """Unmap every lane and remove the directory; idempotent."""
@@ -239,7 +256,11 @@ def _in_flight(values: list[float]) -> float:
     return max(0.0, values[STARTED_INDEX] - finished)
 
 
-def _render(totals: _Totals, in_flight: float) -> SlotRequestStats:
+def _websockets_open(values: list[float]) -> float:
+    return max(0.0, values[WS_OPENED_INDEX] - values[WS_ENDED_INDEX])
+
+
+def _render(totals: _Totals, in_flight: float, websockets_open: float) -> SlotRequestStats:
     requests: dict[tuple[str, str], float] = {}
     width = len(STATUS_CLASSES)
     for m, method in enumerate(METHOD_LABELS):
@@ -258,6 +279,9 @@ def _render(totals: _Totals, in_flight: float) -> SlotRequestStats:
         duration_sum=totals.duration_sum,
         duration_count=running,
         in_flight=in_flight,
+        websockets_opened=totals.ws_opened,
+        websockets_open=websockets_open,
+        websockets_going_away=totals.ws_going_away,
     )
 
 

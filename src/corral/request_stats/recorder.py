@@ -20,6 +20,7 @@ next scrape. That is the trade for a hot path without locks.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import time
 from bisect import bisect_left
@@ -39,6 +40,9 @@ from corral.request_stats.layout import (
     STATUS_5XX,
     STATUS_OFFSET,
     SUM_INDEX,
+    WS_ENDED_INDEX,
+    WS_GOING_AWAY_INDEX,
+    WS_OPENED_INDEX,
     map_block,
 )
 
@@ -64,6 +68,10 @@ class RequestRecorder:
         self.path = path
         self._mmap = mapping
         self.cells = memoryview(mapping).cast("d")
+
+    def count_going_away(self) -> None:
+        """One more WebSocket closed with 1001 at drain; on the worker's loop thread only."""
+        self.cells[WS_GOING_AWAY_INDEX] += 1.0
 
     def close(self) -> None:
         """Unmap the block; idempotent. The memoryview goes first, or ``mmap.close`` raises."""
@@ -151,7 +159,10 @@ class RequestMetricsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         cells = self._cells
         clock = self._clock
@@ -185,3 +196,22 @@ class RequestMetricsMiddleware:
                 # on whichever thread. The dead incarnation's lane was folded already;
                 # raising here would only replace the GeneratorExit with noise.
                 pass
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count a WebSocket as open from its accept until the app's call returns."""
+        cells = self._cells
+        accepted = False
+
+        def capture(message: Message) -> Awaitable[None]:
+            nonlocal accepted
+            if message["type"] == "websocket.accept" and not accepted:
+                accepted = True
+                cells[WS_OPENED_INDEX] += 1.0
+            return send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            if accepted:
+                with contextlib.suppress(ValueError):  # the recorder closed under an orphan
+                    cells[WS_ENDED_INDEX] += 1.0
