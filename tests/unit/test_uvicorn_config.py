@@ -26,7 +26,7 @@ def test_drain_subclass_wraps_the_chosen_protocol(http: HttpImpl) -> None:
         base: type = HttpToolsProtocol
     else:
         base = H11Protocol
-    uv = build_uvicorn_config(ServerConfig(http=http), _app)
+    uv = build_uvicorn_config(ServerConfig(http=http), _app).config
     assert uv.http_protocol_class.__name__ == f"FreshConnectionGrace{base.__name__}"
     assert issubclass(uv.http_protocol_class, base)
 
@@ -40,7 +40,7 @@ def test_settings_reach_uvicorn() -> None:
         forwarded_allow_ips=("10.0.0.0/8",),
         h11_max_incomplete_event_size=2048,
     )
-    uv = build_uvicorn_config(cfg, _app)
+    uv = build_uvicorn_config(cfg, _app).config
     assert uv.root_path == "/api"
     assert uv.limit_concurrency == 7
     assert uv.encoded_headers == [(b"x-a", b"1")]
@@ -52,6 +52,6 @@ def test_explicit_allow_ips_ignore_the_workers_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
-    uv = build_uvicorn_config(ServerConfig(), _app)
+    uv = build_uvicorn_config(ServerConfig(), _app).config
     assert uv.forwarded_allow_ips == ["127.0.0.1", "::1"]
     assert not isinstance(uv.ssl, ssl.SSLContext)
