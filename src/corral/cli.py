@@ -11,9 +11,10 @@ import enum
 import json
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,7 +22,7 @@ import click
 import structlog
 
 from corral import __version__, status_client
-from corral.appload import load_app
+from corral.appload import ASGIApp, load_app
 from corral.config import (
     CertRequirement,
     ExhaustedAction,
@@ -39,7 +40,7 @@ from corral.config import (
 )
 from corral.config_sources import LoadedConfig, describe_unknown_variable, load_config
 from corral.errors import AppImportError, CorralError, ExitCode
-from corral.interface import Interface, decide_interface
+from corral.interface import Interface, InterfaceDecision, decide_interface
 from corral.listeners import close_listeners, create_listeners, describe, load_tls
 from corral.logs import configure_logging
 from corral.observability import Observability
@@ -150,6 +151,18 @@ def run(app_path: str, config_file: Path | None, app_dir: str, **values: Any) ->
     sys.exit(int(_serve(app_path, app_dir, loaded)))
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """Everything checked and built before a socket is bound or a worker started."""
+
+    app: ASGIApp
+    interface: InterfaceDecision
+    websockets: WebSocketSupport
+    tls: ssl.SSLContext | None
+    watching: WatchSpec | None
+    observability: Observability
+
+
 def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
     config = loaded.config
     configure_logging(config.log_format, config.log_level, access_log=config.access_log)
@@ -161,6 +174,24 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
             hint=describe_unknown_variable(name),
         )
     _add_app_dir(app_dir)
+    prepared = _prepare(app_path, config)
+    sockets, supervisor = _start(app_path, config, prepared)
+    _log_listening(log, loaded, prepared, sockets, supervisor)
+    prepared.observability.start()
+    watching = prepared.watching
+    reloader = Reloader(supervisor, watching, app_path, app_dir) if watching else None
+    try:
+        if reloader:
+            reloader.start()
+        return supervisor.run(sockets)
+    finally:
+        if reloader:
+            reloader.stop()
+        prepared.observability.close()
+
+
+def _prepare(app_path: str, config: ServerConfig) -> _Prepared:
+    """Fail fast, with one line and its exit code, on anything the user can fix."""
     try:
         watching = _watch_spec(config)  # a missing --reload-dir fails before anything starts
         app = load_app(app_path, factory=config.factory)
@@ -170,12 +201,20 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
         observability = Observability(config, os.environ)
     except CorralError as exc:
         _fail(exc)
+    return _Prepared(app, interface, websockets, tls, watching, observability)
+
+
+def _start(
+    app_path: str, config: ServerConfig, prepared: _Prepared
+) -> tuple[list[socket.socket], Supervisor]:
+    """Bind the listeners and build the supervisor; on failure, release both and exit."""
+    observability = prepared.observability
     sockets: list[socket.socket] = []
     try:
         sockets = create_listeners(config)
         supervisor = Supervisor(
             config,
-            app,
+            prepared.app,
             lifecycle_collector=observability.collector,
             app_path=app_path,
             request_stats=observability.request_stats,
@@ -186,35 +225,36 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
         close_listeners(sockets)
         observability.close()
         _fail(exc)
-    side_port = observability.side_port
+    return sockets, supervisor
+
+
+def _log_listening(
+    log: Any,
+    loaded: LoadedConfig,
+    prepared: _Prepared,
+    sockets: list[socket.socket],
+    supervisor: Supervisor,
+) -> None:
+    config = loaded.config
+    side_port = prepared.observability.side_port
+    request_stats = prepared.observability.request_stats
+    interface = prepared.interface.interface
     log.info(
         "corral listening",
-        urls=[describe(sock, tls=tls is not None) for sock in sockets],
+        urls=[describe(sock, tls=prepared.tls is not None) for sock in sockets],
         metrics_url=side_port.url if side_port else None,
         workers=config.workers,
         mode=supervisor.mode.value,
         mode_reason=supervisor.mode_decision.reason,
-        interface=interface.interface.value,
-        websockets=_websockets_line(interface.interface, websockets),
+        interface=interface.value,
+        websockets=_websockets_line(interface, prepared.websockets),
         config_file=str(loaded.file) if loaded.file else None,
         env_file=config.env_file,
         proxy_headers=config.proxy_headers,
         forwarded_allow_ips=list(config.forwarded_allow_ips) if config.proxy_headers else None,
-        request_stats_dir=str(observability.request_stats.directory)
-        if observability.request_stats
-        else None,
+        request_stats_dir=str(request_stats.directory) if request_stats else None,
         version=__version__,
     )
-    observability.start()
-    reloader = Reloader(supervisor, watching, app_path, app_dir) if watching else None
-    try:
-        if reloader:
-            reloader.start()
-        return supervisor.run(sockets)
-    finally:
-        if reloader:
-            reloader.stop()
-        observability.close()
 
 
 def _watch_spec(config: ServerConfig) -> WatchSpec | None:

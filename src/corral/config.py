@@ -12,74 +12,44 @@ variables uvicorn and gunicorn users already set (``WEB_CONCURRENCY``,
 
 from __future__ import annotations
 
-import enum
 import importlib
-import ssl
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+__all__ = [
+    "DEFAULT_FORWARDED_ALLOW_IPS",
+    "FIELD_NAMES",
+    "LOG_LEVELS",
+    "CertRequirement",
+    "ExhaustedAction",
+    "Header",
+    "HttpImpl",
+    "HungThreadAction",
+    "Lifespan",
+    "LogFormat",
+    "LoopImpl",
+    "ServerConfig",
+    "field_default",
+    "field_flag",
+    "field_help",
+    "field_repeats",
+    "field_type",
+]
+
 from corral.config_checks import validate_serving, validate_tls
+from corral.config_choices import (
+    CertRequirement,
+    ExhaustedAction,
+    HttpImpl,
+    HungThreadAction,
+    Lifespan,
+    LogFormat,
+    LoopImpl,
+)
 from corral.errors import ConfigError
 from corral.interface import Interface
 from corral.runtime import WorkerMode
 from corral.websocket import WebSocketLibrary
-
-
-class ExhaustedAction(enum.Enum):
-    """What happens when a worker slot runs out of restarts."""
-
-    DEGRADE = "degrade"
-    EXIT = "exit"
-
-
-class HungThreadAction(enum.Enum):
-    """What happens when a thread worker's event loop is hung: a thread cannot be killed."""
-
-    EXIT = "exit"  # drain the healthy workers and exit, for the orchestrator to restart us
-    IGNORE = "ignore"  # keep serving on the others; the slot comes back if the loop recovers
-
-
-class LogFormat(enum.Enum):
-    AUTO = "auto"  # console on a terminal, JSON otherwise (structlog's recommendation)
-    JSON = "json"
-    CONSOLE = "console"
-
-
-class Lifespan(enum.Enum):
-    AUTO = "auto"
-    ON = "on"
-    OFF = "off"
-
-
-class HttpImpl(enum.Enum):
-    """uvicorn's HTTP/1.1 implementation; corral's drain subclass wraps either."""
-
-    AUTO = "auto"  # httptools when it imports, else h11
-    H11 = "h11"
-    HTTPTOOLS = "httptools"
-
-
-class LoopImpl(enum.Enum):
-    AUTO = "auto"  # uvloop when it imports, else asyncio
-    ASYNCIO = "asyncio"
-    UVLOOP = "uvloop"
-
-
-class CertRequirement(enum.Enum):
-    """Whether the app port asks TLS clients for a certificate (``ssl.VerifyMode``)."""
-
-    NONE = "none"
-    OPTIONAL = "optional"
-    REQUIRED = "required"
-
-    @property
-    def verify_mode(self) -> ssl.VerifyMode:
-        return {
-            "none": ssl.CERT_NONE,
-            "optional": ssl.CERT_OPTIONAL,
-            "required": ssl.CERT_REQUIRED,
-        }[self.value]
-
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # uvicorn's default for --forwarded-allow-ips when $FORWARDED_ALLOW_IPS is unset.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from corral.incarnation import ExitInfo, Incarnation
 from corral.request_stats.pool import StatsLease
-from corral.worker import WorkerSpec
+from corral.worker_messages import WorkerSpec
 
 __all__ = ["ExitInfo", "StillbornWorker", "WorkerExited", "WorkerHandle"]
 

@@ -16,13 +16,8 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from corral.handles import ExitInfo, WorkerHandle
-from corral.worker import (
-    DUMP_STACKS_SIGNAL,
-    ControlCommand,
-    WorkerMessage,
-    WorkerSpec,
-    process_main,
-)
+from corral.worker import DUMP_STACKS_SIGNAL, process_main
+from corral.worker_messages import ControlCommand, WorkerMessage, WorkerSpec
 
 
 class ProcessWorker(WorkerHandle):

@@ -14,7 +14,8 @@ import structlog
 
 from corral.appload import ASGIApp
 from corral.handles import ExitInfo, WorkerExited, WorkerHandle
-from corral.worker import WorkerEngine, WorkerSpec, describe_exception
+from corral.worker import WorkerEngine, describe_exception
+from corral.worker_messages import WorkerSpec
 
 
 class ThreadWorker(WorkerHandle):

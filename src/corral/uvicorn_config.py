@@ -81,12 +81,17 @@ def build_uvicorn_config(
         ssl_ciphers=cfg.ssl_ciphers,
     )
     uv_config.load()
-    uv_config.http_protocol_class = with_fresh_connection_grace(uv_config.http_protocol_class)
-    if decision.interface is Interface.WSGI:  # WSGI has no WebSockets: upgrades are HTTP
-        uv_config.ws_protocol_class = None
-    elif uv_config.ws_protocol_class is not None:
-        uv_config.ws_protocol_class = with_going_away(uv_config.ws_protocol_class)
+    _drain_aware_protocols(uv_config, decision.interface)
     if ssl_context is not None:
         uv_config.ssl = ssl_context
     pool = getattr(served, "executor", None) if served is not app else None
     return Serving(uv_config, pool)
+
+
+def _drain_aware_protocols(uv_config: uvicorn.Config, interface: Interface) -> None:
+    """Swap in corral's subclasses of the protocol classes uvicorn chose."""
+    uv_config.http_protocol_class = with_fresh_connection_grace(uv_config.http_protocol_class)
+    if interface is Interface.WSGI:  # WSGI has no WebSockets: upgrades are HTTP
+        uv_config.ws_protocol_class = None
+    elif uv_config.ws_protocol_class is not None:
+        uv_config.ws_protocol_class = with_going_away(uv_config.ws_protocol_class)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import faulthandler
 import os
 import signal
@@ -27,13 +26,21 @@ import structlog
 import uvicorn
 
 from corral.appload import ASGIApp, load_app
-from corral.config import ServerConfig
 from corral.errors import AppImportError
-from corral.liveness import Heartbeat
 from corral.logs import configure_logging
 from corral.request_stats.recorder import RequestMetricsMiddleware, RequestRecorder, open_recorder
 from corral.runtime import WorkerMode
 from corral.uvicorn_config import build_uvicorn_config
+from corral.worker_messages import (
+    BootFailed,
+    ControlCommand,
+    Raised,
+    Ready,
+    Recycle,
+    Report,
+    WorkerMessage,
+    WorkerSpec,
+)
 
 # How long an orphaned worker (its supervisor died) may spend draining.
 ORPHAN_GRACE_SECONDS = 1.0
@@ -42,24 +49,6 @@ EXIT_ORPHANED = 70
 EXIT_RAISED = 71
 # Asks a hung process worker for its Python stacks (see ``process_main``).
 DUMP_STACKS_SIGNAL = signal.SIGUSR1
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSpec:
-    """Everything a worker needs to know about itself; picklable for process mode."""
-
-    slot: int
-    generation: int
-    mode: WorkerMode
-    config: ServerConfig
-    app_path: str | None
-    # The shared-memory block this incarnation counts its requests in, if any.
-    stats_path: str | None = None
-    # Where its event loop stamps its sign of life; None when --worker-timeout is 0.
-    heartbeat: Heartbeat | None = None
-    # This incarnation's --max-requests plus its jitter: ask for a replacement
-    # after serving this many requests; 0 means never.
-    request_limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,55 +76,6 @@ def current_worker() -> WorkerIdentity | None:
 def _enter_worker(spec: WorkerSpec) -> None:
     _local.identity = WorkerIdentity(spec.slot, spec.generation, spec.mode)
     structlog.contextvars.bind_contextvars(worker_slot=spec.slot, worker_generation=spec.generation)
-
-
-# --- Messages from a worker to its supervisor ---------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Ready:
-    slot: int
-    generation: int
-    pid: int
-    thread_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class BootFailed:
-    """The worker could not start the app; ``message`` is the one-line cause."""
-
-    slot: int
-    generation: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Raised:
-    """The worker's loop raised after start-up; ``message`` is the exception, one line."""
-
-    slot: int
-    generation: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Recycle:
-    """The worker served its ``--max-requests``: please replace me (rolling)."""
-
-    slot: int
-    generation: int
-    requests: int
-
-
-WorkerMessage = Ready | BootFailed | Raised | Recycle
-Report = Callable[[WorkerMessage], None]
-
-
-class ControlCommand(enum.Enum):
-    """What the supervisor can tell a process worker over its control pipe."""
-
-    DRAIN = "drain"
-    FORCE = "force"
 
 
 # --- The engine ---------------------------------------------------------------

@@ -17,7 +17,7 @@ from corral.policy import RestartPolicy, Role, SlotBudget
 from corral.runtime import WorkerMode
 from corral.states import Phase, SlotState
 from corral.supervisor.fleet import Fleet, Slot
-from corral.worker import WorkerSpec
+from corral.worker_messages import WorkerSpec
 
 CONFIG = ServerConfig(port=0)
 

@@ -22,7 +22,8 @@ from corral.appload import ASGIApp
 from corral.config import ServerConfig
 from corral.listeners import create_listeners
 from corral.runtime import WorkerMode
-from corral.worker import Ready, WorkerEngine, WorkerMessage, WorkerSpec
+from corral.worker import WorkerEngine
+from corral.worker_messages import Ready, WorkerMessage, WorkerSpec
 
 JOIN_TIMEOUT = 30.0
 

@@ -66,8 +66,8 @@ from corral.supervisor.restarts import Restarts
 from corral.supervisor.rolling import Roller
 from corral.supervisor.spawner import Spawner
 from corral.supervisor.systemd import SystemdLink
-from corral.worker import BootFailed, Raised, Recycle
-from corral.worker import Ready as WorkerReady
+from corral.worker_messages import BootFailed, Raised, Recycle
+from corral.worker_messages import Ready as WorkerReady
 
 log = structlog.get_logger("corral.supervisor")
 

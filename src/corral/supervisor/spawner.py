@@ -33,7 +33,7 @@ from corral.runtime import WorkerMode
 from corral.supervisor.emitter import Emitter
 from corral.supervisor.fleet import Slot
 from corral.thread_worker import ThreadWorker
-from corral.worker import WorkerSpec
+from corral.worker_messages import WorkerSpec
 
 log = structlog.get_logger("corral.supervisor")
 
