@@ -102,8 +102,12 @@ def reload_app(app_path: str, *, factory: bool = False) -> ASGIApp:
 
 
 def _app_modules(root: str) -> list[str]:
+    """The app's package, or, for a flat project (the app is a top-level module), every
+    first-party module beside it. A package app's siblings are left alone: the project
+    directory of a package holds other packages (tests, tools) whose modules are not
+    the app's, and dropping them would re-import them under everyone else's feet."""
     names = [n for n in sys.modules if n == root or n.startswith(root + ".")]
-    home = _home(sys.modules.get(root))
+    home = _flat_home(sys.modules.get(root))
     if home is None:
         return names
     for name, module in list(sys.modules.items()):
@@ -116,13 +120,12 @@ def _app_modules(root: str) -> list[str]:
     return names
 
 
-def _home(module: object) -> Path | None:
-    """The directory the app's top-level module or package was imported from."""
+def _flat_home(module: object) -> Path | None:
+    """The directory a top-level app *module* was imported from; ``None`` for a package."""
     source = getattr(module, "__file__", None)
-    if not source:
+    if not source or Path(source).name == "__init__.py":
         return None
-    path = Path(source).resolve()
-    return path.parent.parent if path.name == "__init__.py" else path.parent
+    return Path(source).resolve().parent
 
 
 _INSTALLED = (

@@ -163,23 +163,37 @@ def _openssl(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A CA, a server key (encrypted) and certificate, and a client certificate it signed."""
+    """A CA, a server key (encrypted) and certificate, and a client certificate it signed.
+
+    With the extensions Python 3.13's ``VERIFY_X509_STRICT`` (on in
+    ``create_default_context``) insists on: ``keyUsage`` on the CA, and an
+    authority key identifier on what it issues.
+    """
     d = tmp_path_factory.mktemp("pki")
     files = {n: d / f"{n}.pem" for n in ("ca", "ca_key", "server", "server_key", "client")}
     files["client_key"] = d / "client_key.pem"
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test ca",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
              "-keyout", str(files["ca_key"]), "-out", str(files["ca"]))  # fmt: skip
+    leaf = (
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+        "subjectKeyIdentifier=hash\n"
+    )
     for name, subject, extra in (
-        ("server", "/CN=127.0.0.1", ["-addext", "subjectAltName=IP:127.0.0.1"]),
-        ("client", "/CN=client", []),
+        ("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\n"),
+        ("client", "/CN=client", ""),
     ):
-        key, csr = files[f"{name}_key"], d / f"{name}.csr"
+        key, csr, ext = files[f"{name}_key"], d / f"{name}.csr", d / f"{name}.ext"
+        ext.write_text(leaf + extra)
         secret = ["-passout", "pass:s3cret"] if name == "server" else ["-nodes"]
-        _openssl("req", "-new", "-newkey", "rsa:2048", *secret, "-subj", subject, *extra,
+        _openssl("req", "-new", "-newkey", "rsa:2048", *secret, "-subj", subject,
                  "-keyout", str(key), "-out", str(csr))  # fmt: skip
         _openssl("x509", "-req", "-in", str(csr), "-CA", str(files["ca"]), "-CAkey",
-                 str(files["ca_key"]), "-CAcreateserial", "-days", "1", "-copy_extensions",
-                 "copy", "-out", str(files[name]))  # fmt: skip
+                 str(files["ca_key"]), "-CAcreateserial", "-days", "1", "-extfile", str(ext),
+                 "-out", str(files[name]))  # fmt: skip
     return files
 
 

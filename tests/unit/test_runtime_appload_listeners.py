@@ -302,7 +302,9 @@ def test_reload_app_keeps_installed_and_corral_modules() -> None:
     before = dict(sys.modules)
     try:
         reload_app("examples.hello:app")
-        for name in ("corral", "corral.appload", "corral.config", "json", "pytest"):
+        for name in ("corral", "corral.appload", "corral.config", "json", "pytest", __name__):
+            # __name__: a package app's siblings (this test module among them) are not
+            # the app's; dropping them broke pickling by reference later in the run.
             assert sys.modules[name] is before[name], name
         assert sys.modules["examples.hello"] is not before["examples.hello"]
     finally:
