@@ -179,7 +179,11 @@ def _serve(app_path: str, app_dir: str, loaded: LoadedConfig) -> ExitCode:
     _log_listening(log, loaded, prepared, sockets, supervisor)
     prepared.observability.start()
     watching = prepared.watching
-    reloader = Reloader(supervisor, watching, app_path, app_dir) if watching else None
+    reloader = (
+        Reloader(supervisor, watching, app_path, app_dir, factory=loaded.config.factory)
+        if watching
+        else None
+    )
     try:
         if reloader:
             reloader.start()

@@ -56,11 +56,11 @@ class ImportFailure:
     traceback: str
 
 
-def check_import(app_path: str, app_dir: str) -> ImportFailure | None:
+def check_import(app_path: str, app_dir: str, *, factory: bool = False) -> ImportFailure | None:
     """Import the app in a fresh interpreter; ``None`` when it imports."""
     with tempfile.TemporaryDirectory(prefix="corral-reload-") as tmp:
         result = Path(tmp) / "result.json"
-        command = [sys.executable, "-c", _CHECK, app_path, app_dir, str(result)]
+        command = [sys.executable, "-c", _CHECK, app_path, app_dir, str(result), str(factory)]
         try:
             done = subprocess.run(  # the app's own output at import is not ours to show twice
                 command,
@@ -86,10 +86,10 @@ def check_import(app_path: str, app_dir: str) -> ImportFailure | None:
 
 def check_main(argv: list[str]) -> int:
     """The fresh interpreter's side of ``check_import``."""
-    app_path, app_dir, result = argv
+    app_path, app_dir, result, factory = argv
     sys.path.insert(0, str(Path(app_dir).resolve()))
-    try:
-        load_app(app_path)
+    try:  # with --factory, calling the factory is part of "does the new code work"
+        load_app(app_path, factory=factory == "True")
     except AppImportError as exc:
         failure = {"summary": str(exc), "traceback": exc.traceback}
         Path(result).write_text(json.dumps(failure), encoding="utf-8")
@@ -107,12 +107,14 @@ class Reloader:
         app_path: str,
         app_dir: str,
         *,
+        factory: bool = False,
         changes: ChangeSource = watch_changes,
     ) -> None:
         self._supervisor = supervisor
         self._spec = spec
         self._app_path = app_path
         self._app_dir = app_dir
+        self._factory = factory
         self._changes = changes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="corral-reload", daemon=True)
@@ -146,7 +148,7 @@ class Reloader:
     def on_change(self, changed: Iterable[Path]) -> None:
         """One burst of changes: roll if the app imports, else say why (a new error once)."""
         log.info("reload: files changed", files=_describe(changed))
-        failure = check_import(self._app_path, self._app_dir)
+        failure = check_import(self._app_path, self._app_dir, factory=self._factory)
         if failure is None:
             self._failure = None
             self._supervisor.restart_workers()

@@ -29,6 +29,14 @@ def test_an_app_that_imports_passes(tmp_path: Path) -> None:
     assert check_import("fine:app", str(tmp_path)) is None
 
 
+def test_with_factory_the_factory_must_work_too(tmp_path: Path) -> None:
+    write(tmp_path, "made", "def create():\n    raise RuntimeError('no database')\n")
+    assert check_import("made:create", str(tmp_path)) is None  # the module imports
+    failure = check_import("made:create", str(tmp_path), factory=True)
+    assert failure is not None
+    assert "RuntimeError: no database" in failure.summary
+
+
 def test_a_failing_import_gives_summary_and_frames(tmp_path: Path) -> None:
     write(tmp_path, "broken", "import helper\n")
     write(tmp_path, "helper", "x = 1\nprint('noise')\n1 / 0\n")
