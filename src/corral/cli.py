@@ -38,9 +38,10 @@ from corral.config import (
     field_repeats,
     field_type,
 )
+from corral.config_choices import Interface, WebSocketLibrary
 from corral.config_sources import LoadedConfig, describe_unknown_variable, load_config
 from corral.errors import AppImportError, CorralError, ExitCode
-from corral.interface import Interface, InterfaceDecision, decide_interface
+from corral.interface import InterfaceDecision, decide_interface
 from corral.listeners import close_listeners, create_listeners, describe, load_tls
 from corral.logs import configure_logging
 from corral.observability import Observability
@@ -49,7 +50,7 @@ from corral.runtime import WorkerMode, decide_mode
 from corral.sdnotify import SystemdNotifier
 from corral.supervisor import Supervisor
 from corral.watch import WatchSpec
-from corral.websocket import WebSocketLibrary, WebSocketSupport, require_support
+from corral.websocket import WebSocketSupport, require_support
 
 _CHOICES: dict[str, list[str]] = {
     "WorkerMode | None": ["auto", *(m.value for m in WorkerMode)],

@@ -25,10 +25,12 @@ __all__ = [
     "Header",
     "HttpImpl",
     "HungThreadAction",
+    "Interface",
     "Lifespan",
     "LogFormat",
     "LoopImpl",
     "ServerConfig",
+    "WebSocketLibrary",
     "field_default",
     "field_flag",
     "field_help",
@@ -42,14 +44,14 @@ from corral.config_choices import (
     ExhaustedAction,
     HttpImpl,
     HungThreadAction,
+    Interface,
     Lifespan,
     LogFormat,
     LoopImpl,
+    WebSocketLibrary,
 )
 from corral.errors import ConfigError
-from corral.interface import Interface
 from corral.runtime import WorkerMode
-from corral.websocket import WebSocketLibrary
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # uvicorn's default for --forwarded-allow-ips when $FORWARDED_ALLOW_IPS is unset.

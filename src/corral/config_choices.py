@@ -66,3 +66,22 @@ class CertRequirement(enum.Enum):
             "optional": ssl.CERT_OPTIONAL,
             "required": ssl.CERT_REQUIRED,
         }[self.value]
+
+
+class Interface(enum.Enum):
+    """``--interface``: uvicorn's names for the app's calling convention."""
+
+    AUTO = "auto"
+    ASGI3 = "asgi3"
+    ASGI2 = "asgi2"
+    WSGI = "wsgi"
+
+
+class WebSocketLibrary(enum.Enum):
+    """``--ws``: uvicorn's names for its WebSocket implementations."""
+
+    AUTO = "auto"
+    NONE = "none"
+    WEBSOCKETS = "websockets"  # uvicorn's implementation on websockets' legacy API
+    WEBSOCKETS_SANSIO = "websockets-sansio"  # on websockets' sans-I/O core (auto's pick)
+    WSPROTO = "wsproto"

@@ -24,10 +24,9 @@ from corral.config import (
     field_flag,
     field_type,
 )
+from corral.config_choices import Interface, WebSocketLibrary
 from corral.errors import ConfigError
-from corral.interface import Interface
 from corral.runtime import WorkerMode
-from corral.websocket import WebSocketLibrary
 
 
 def _parse_bool(raw: object) -> bool:

@@ -17,7 +17,6 @@ of it). WSGI has no WebSockets, so an upgrade reaches the app as plain HTTP.
 
 from __future__ import annotations
 
-import enum
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,14 +24,7 @@ from typing import Any
 
 from a2wsgi import WSGIMiddleware
 
-
-class Interface(enum.Enum):
-    """``--interface``: uvicorn's names for the app's calling convention."""
-
-    AUTO = "auto"
-    ASGI3 = "asgi3"
-    ASGI2 = "asgi2"
-    WSGI = "wsgi"
+from corral.config_choices import Interface
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ import uvicorn
 
 from corral.appload import ASGIApp
 from corral.config import ServerConfig
+from corral.config_choices import Interface
 from corral.http_protocol import with_fresh_connection_grace
-from corral.interface import Interface, adapt, decide_interface
+from corral.interface import adapt, decide_interface
 from corral.websocket import with_going_away
 
 

@@ -17,7 +17,6 @@ each such close for the metrics; every other path is uvicorn's own.
 from __future__ import annotations
 
 import asyncio
-import enum
 import importlib.metadata
 import importlib.util
 import threading
@@ -25,20 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from corral.config_choices import WebSocketLibrary
 from corral.errors import ConfigError
 
 GOING_AWAY = 1001
 GOING_AWAY_REASON = "going away"
-
-
-class WebSocketLibrary(enum.Enum):
-    """``--ws``: uvicorn's names for its WebSocket implementations."""
-
-    AUTO = "auto"
-    NONE = "none"
-    WEBSOCKETS = "websockets"  # uvicorn's implementation on websockets' legacy API
-    WEBSOCKETS_SANSIO = "websockets-sansio"  # on websockets' sans-I/O core (auto's pick)
-    WSPROTO = "wsproto"
 
 
 @dataclass(frozen=True, slots=True)

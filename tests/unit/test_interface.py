@@ -11,9 +11,10 @@ import pytest
 from a2wsgi import WSGIMiddleware
 
 from corral.config import ServerConfig, load_config
+from corral.config_choices import Interface, WebSocketLibrary
 from corral.errors import ConfigError
-from corral.interface import Interface, adapt, decide_interface
-from corral.websocket import WebSocketLibrary, describe_support, require_support
+from corral.interface import adapt, decide_interface
+from corral.websocket import describe_support, require_support
 
 
 async def asgi3_function(scope: Any, receive: Any, send: Any) -> None:
