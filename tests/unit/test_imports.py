@@ -205,7 +205,9 @@ def test_the_worker_side_stays_light(side: str) -> None:
     assert_never_imports("corral.request_stats.recorder", side)
 
 
-@pytest.mark.parametrize("protocol_code", ["corral.websocket", "corral.interface", "corral.http_protocol"])
+@pytest.mark.parametrize(
+    "protocol_code", ["corral.websocket", "corral.interface", "corral.http_protocol"]
+)
 def test_the_settings_hold_no_protocol_code(protocol_code: str) -> None:
     """``config`` names choices; the modules that act on them import config, not the reverse."""
     assert_never_imports("corral.config", protocol_code)
