@@ -485,18 +485,23 @@ def test_fd_that_is_not_open() -> None:
     assert_one_line_error(result, ExitCode.BIND, "--fd 987 is not an open file descriptor")
 
 
+def _serve_on_inherited_fd(fd: int) -> subprocess.CompletedProcess[str]:
+    """``corral run --fd FD`` with ``fd`` really inherited, as a launcher would pass it."""
+    os.set_inheritable(fd, True)
+    command = [sys.executable, "-m", "corral", "run", "examples.hello:app", "--fd", str(fd)]
+    return subprocess.run(
+        command, env=corral_env(), cwd=ROOT, capture_output=True, text=True,
+        pass_fds=(fd,), timeout=60, check=False,
+    )  # fmt: skip
+
+
 def test_fd_that_is_not_a_socket(tmp_path: Path) -> None:
     """The fd is open in corral (a file the launcher passed), but it is a regular file."""
     path = tmp_path / "plain.txt"
     path.write_text("not a socket")
     with path.open("rb") as handle:
         fd = handle.fileno()
-        os.set_inheritable(fd, True)
-        command = [sys.executable, "-m", "corral", "run", "examples.hello:app", "--fd", str(fd)]
-        proc = subprocess.run(
-            command, env=corral_env(), cwd=ROOT, capture_output=True, text=True,
-            pass_fds=(fd,), timeout=60, check=False,
-        )  # fmt: skip
+        proc = _serve_on_inherited_fd(fd)
     assert_one_line_error(proc, ExitCode.BIND, f"--fd {fd} is not a socket")
 
 
@@ -504,12 +509,7 @@ def test_fd_that_is_a_datagram_socket() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         fd = sock.fileno()
-        os.set_inheritable(fd, True)
-        command = [sys.executable, "-m", "corral", "run", "examples.hello:app", "--fd", str(fd)]
-        proc = subprocess.run(
-            command, env=corral_env(), cwd=ROOT, capture_output=True, text=True,
-            pass_fds=(fd,), timeout=60, check=False,
-        )  # fmt: skip
+        proc = _serve_on_inherited_fd(fd)
     assert_one_line_error(proc, ExitCode.BIND, "not a stream socket")
 
 
