@@ -243,6 +243,7 @@ class Failed:
     found hung: its exit is charged to the budget but not reported twice.
     """
 
+    info: ExitInfo
     verdict: ExitVerdict
     uptime: float
     message: str | None
@@ -390,7 +391,7 @@ def _on_exit(inc: Incarnation, now: float, info: ExitInfo) -> Step:
     uptime = now - inc.started
     if inc.hang_told:
         hang = ExitVerdict(ExitClass.CRASH, CrashReason.HANG)
-        return ended, [*actions, Failed(hang, uptime, inc.hang, told=True)]
+        return ended, [*actions, Failed(info, hang, uptime, inc.hang, told=True)]
     verdict = classify_exit(
         exit_code=info.exit_code,
         signal_number=info.signal_number,
@@ -399,4 +400,4 @@ def _on_exit(inc: Incarnation, now: float, info: ExitInfo) -> Step:
         stop_requested=False,
         hung=inc.hang is not None,
     )
-    return ended, [*actions, Failed(verdict, uptime, inc.hang or info.message)]
+    return ended, [*actions, Failed(info, verdict, uptime, inc.hang or info.message)]

@@ -352,7 +352,14 @@ ROWS = [
         Exited(4.0, ExitInfo(signal_number=signal.SIGKILL)),
         Stage.EXITED,
         None,
-        [Failed(ExitVerdict(ExitClass.CRASH, CrashReason.SIGNAL), 4.0, None)],
+        [
+            Failed(
+                ExitInfo(signal_number=signal.SIGKILL),
+                ExitVerdict(ExitClass.CRASH, CrashReason.SIGNAL),
+                4.0,
+                None,
+            )
+        ],
     ),
     Row(
         "died while booting",
@@ -360,7 +367,14 @@ ROWS = [
         Exited(1.0, ExitInfo(exit_code=3, message="lifespan failed")),
         Stage.EXITED,
         None,
-        [Failed(ExitVerdict(ExitClass.CRASH, CrashReason.BOOT), 1.0, "lifespan failed")],
+        [
+            Failed(
+                ExitInfo(exit_code=3, message="lifespan failed"),
+                ExitVerdict(ExitClass.CRASH, CrashReason.BOOT),
+                1.0,
+                "lifespan failed",
+            )
+        ],
     ),
     Row(
         "exited 0 on its own",
@@ -368,7 +382,7 @@ ROWS = [
         Exited(4.0, ExitInfo(exit_code=0)),
         Stage.EXITED,
         None,
-        [Failed(ExitVerdict(ExitClass.CLEAN), 4.0, None)],
+        [Failed(ExitInfo(exit_code=0), ExitVerdict(ExitClass.CLEAN), 4.0, None)],
     ),
     Row(
         "exited non-zero",
@@ -376,7 +390,14 @@ ROWS = [
         Exited(4.0, ExitInfo(exit_code=2)),
         Stage.EXITED,
         None,
-        [Failed(ExitVerdict(ExitClass.CRASH, CrashReason.EXIT_CODE), 4.0, None)],
+        [
+            Failed(
+                ExitInfo(exit_code=2),
+                ExitVerdict(ExitClass.CRASH, CrashReason.EXIT_CODE),
+                4.0,
+                None,
+            )
+        ],
     ),
     Row(
         "its loop raised",
@@ -384,7 +405,14 @@ ROWS = [
         Exited(4.0, ExitInfo(raised=True, message="KeyError: x")),
         Stage.EXITED,
         None,
-        [Failed(ExitVerdict(ExitClass.CRASH, CrashReason.EXCEPTION), 4.0, "KeyError: x")],
+        [
+            Failed(
+                ExitInfo(raised=True, message="KeyError: x"),
+                ExitVerdict(ExitClass.CRASH, CrashReason.EXCEPTION),
+                4.0,
+                "KeyError: x",
+            )
+        ],
     ),
     Row(
         "a hung process dies of its SIGKILL: stacks, then the hang crash",
@@ -392,7 +420,15 @@ ROWS = [
         Exited(5.6, ExitInfo(signal_number=signal.SIGKILL)),
         Stage.EXITED,
         None,
-        [LogStacks(), Failed(ExitVerdict(ExitClass.CRASH, CrashReason.HANG), 5.6, BLOCKED)],
+        [
+            LogStacks(),
+            Failed(
+                ExitInfo(signal_number=signal.SIGKILL),
+                ExitVerdict(ExitClass.CRASH, CrashReason.HANG),
+                5.6,
+                BLOCKED,
+            ),
+        ],
     ),
     Row(
         "a hung thread whose crash was told exits: charged, not told again",
@@ -400,7 +436,15 @@ ROWS = [
         Exited(6.0, ExitInfo(exit_code=0)),
         Stage.EXITED,
         None,
-        [Failed(ExitVerdict(ExitClass.CRASH, CrashReason.HANG), 6.0, BLOCKED, told=True)],
+        [
+            Failed(
+                ExitInfo(exit_code=0),
+                ExitVerdict(ExitClass.CRASH, CrashReason.HANG),
+                6.0,
+                BLOCKED,
+                told=True,
+            )
+        ],
         IGNORE,
     ),
     Row(

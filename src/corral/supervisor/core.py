@@ -239,7 +239,7 @@ class Supervisor:
             due = handle.life.deadline
             if handle.exit_info is None and due is not None and due <= now:
                 happening = DeadlinePassed(now, handle.last_sign_of_life())
-                self._settle(handle, self._driver.feed(handle, happening), None)
+                self._settle(handle, self._driver.feed(handle, happening))
         watchdog = self._systemd.watchdog_at
         if watchdog is not None and watchdog <= now:
             self._systemd.pet(now)
@@ -307,7 +307,7 @@ class Supervisor:
     # --- Transitions ------------------------------------------------------------
 
     def _on_ready(self, handle: WorkerHandle) -> None:
-        self._settle(handle, self._driver.feed(handle, Ready(time.monotonic())), None)
+        self._settle(handle, self._driver.feed(handle, Ready(time.monotonic())))
         fleet = self._fleet
         fleet.any_ready = True
         slot = fleet.slots[handle.slot]
@@ -319,18 +319,18 @@ class Supervisor:
     def _on_exit(self, handle: WorkerHandle, info: ExitInfo) -> None:
         handle.exit_info = info
         slot = self._fleet.slots[handle.slot]
-        self._settle(handle, self._driver.feed(handle, Exited(time.monotonic(), info)), info)
+        self._settle(handle, self._driver.feed(handle, Exited(time.monotonic(), info)))
         slot.detach(handle)
         if slot.removing and slot.empty():
             del self._fleet.slots[slot.index]
         self._spawner.bury(handle)
 
-    def _settle(self, handle: WorkerHandle, actions: list[Action], info: ExitInfo | None) -> None:
+    def _settle(self, handle: WorkerHandle, actions: list[Action]) -> None:
         """Carry out what a worker's transition means beyond the worker itself."""
         slot = self._fleet.slots[handle.slot]
         for action in actions:
-            if isinstance(action, Failed) and info is not None:
-                escalation = self._restarts.on_failed(slot, handle, info, action, time.monotonic())
+            if isinstance(action, Failed):
+                escalation = self._restarts.on_failed(slot, handle, action, time.monotonic())
                 if escalation is not None:
                     self._exit_code = escalation.exit_code
                     self._begin_shutdown()
@@ -341,11 +341,11 @@ class Supervisor:
                 self._abandon(handle, action.message)
 
     def _drain(self, handle: WorkerHandle) -> None:
-        self._settle(handle, self._driver.feed(handle, DrainRequested(time.monotonic())), None)
+        self._settle(handle, self._driver.feed(handle, DrainRequested(time.monotonic())))
 
     def _force(self, handle: WorkerHandle, reason: str) -> None:
         happening = ForceRequested(time.monotonic(), reason)
-        self._settle(handle, self._driver.feed(handle, happening), None)
+        self._settle(handle, self._driver.feed(handle, happening))
 
     def _abandon(self, handle: WorkerHandle, message: str) -> None:
         """Give up on a worker that ignores even the last resort (a thread stuck in C code)."""

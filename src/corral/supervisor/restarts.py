@@ -12,7 +12,7 @@ import signal
 
 from corral.config import ServerConfig
 from corral.handles import WorkerHandle
-from corral.incarnation import ExitInfo, Failed
+from corral.incarnation import Failed
 from corral.lifecycle.events import EventKind
 from corral.policy import Escalation, ExitClass, GiveUp, Outcome, after_failure, escalate
 from corral.supervisor.emitter import Emitter
@@ -37,11 +37,12 @@ class Restarts:
         self._emit = emitter.emit
 
     def on_failed(
-        self, slot: Slot, handle: WorkerHandle, info: ExitInfo, failed: Failed, now: float
+        self, slot: Slot, handle: WorkerHandle, failed: Failed, now: float
     ) -> Escalation | None:
         """Report the failure and take the slot's next step; an escalation stops corral."""
+        info = failed.info
         if not failed.told:
-            self._report(handle, info, failed)
+            self._report(handle, failed)
         slot.last_exit = info.describe()
         decision = slot.budget.on_failure(now, failed.uptime)
         after = after_failure(
@@ -78,8 +79,8 @@ class Restarts:
                 slot.respawn_at = None
                 slot.worker = self._spawner.spawn(slot)
 
-    def _report(self, handle: WorkerHandle, info: ExitInfo, failed: Failed) -> None:
-        verdict = failed.verdict
+    def _report(self, handle: WorkerHandle, failed: Failed) -> None:
+        info, verdict = failed.info, failed.verdict
         self._emit(
             EventKind.EXIT if verdict.kind is ExitClass.CLEAN else EventKind.CRASH,
             handle,
