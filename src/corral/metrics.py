@@ -52,7 +52,7 @@ from corral.lifecycle.events import CrashReason, EventKind
 from corral.request_stats.layout import BUCKETS
 from corral.request_stats.pool import RequestStatsPool, SlotRequestStats
 from corral.runtime import ModeDecision
-from corral.states import ALIVE_STATES, SlotState, WorkerStatus
+from corral.states import ALIVE_STATES, SlotState, WorkerStatus, required_ready
 
 READY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 DRAIN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -67,6 +67,20 @@ class FleetView:
 
 
 FleetSource = Callable[[], FleetView]
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisionLimits:
+    """The configured limits the alert rules compare against, exported as gauges.
+
+    Without them a rule would need its own copy of ``--max-restarts`` or
+    ``--min-ready`` and would be wrong for every deployment that sets them.
+    ``min_ready`` is ``None`` for the default rule (every slot not exhausted).
+    """
+
+    max_restarts: int
+    restart_window: float
+    min_ready: int | None
 
 
 class CorralMetrics:
@@ -160,13 +174,15 @@ class CorralMetrics:
     def add_scrape_collectors(
         self,
         fleet: FleetSource,
+        *,
+        limits: SupervisionLimits,
         sink_errors: Callable[[], dict[str, int]],
         sink_names: Callable[[], list[str]],
         request_stats: RequestStatsPool | None,
         threads: bool,
     ) -> None:
         """Register the collectors that read state when Prometheus scrapes."""
-        self.registry.register(FleetCollector(fleet))
+        self.registry.register(FleetCollector(fleet, limits))
         self.registry.register(SinkErrorCollector(sink_errors, sink_names))
         self.registry.register(ResourceCollector(fleet, threads=threads))
         if request_stats is not None:
@@ -184,11 +200,13 @@ class CorralMetrics:
 class FleetCollector(Collector):
     """Worker gauges straight from the supervisor's own table."""
 
-    def __init__(self, fleet: FleetSource) -> None:
+    def __init__(self, fleet: FleetSource, limits: SupervisionLimits) -> None:
         self._fleet = fleet
+        self._limits = limits
 
     def collect(self) -> Iterable[Metric]:
         view = self._fleet()
+        yield from self._limit_families(view)
         desired = GaugeMetricFamily("corral_workers_desired", "Worker slots configured now.")
         desired.add_metric([], view.desired)
         alive = GaugeMetricFamily(
@@ -224,6 +242,25 @@ class FleetCollector(Collector):
             budget.add_metric([label], row.budget_remaining)
             exhausted.add_metric([label], 1.0 if row.state is SlotState.EXHAUSTED else 0.0)
         yield from (desired, alive, ready, state, started, budget, exhausted)
+
+    def _limit_families(self, view: FleetView) -> Iterator[Metric]:
+        """The configured budget and the readiness bar, beside the state they bound."""
+        limit = GaugeMetricFamily(
+            "corral_restart_budget_limit",
+            "Restarts each slot may use within the window (--max-restarts).",
+        )
+        limit.add_metric([], self._limits.max_restarts)
+        window = GaugeMetricFamily(
+            "corral_restart_budget_window_seconds",
+            "Seconds over which a slot's restarts are counted (--restart-window).",
+        )
+        window.add_metric([], self._limits.restart_window)
+        min_ready = GaugeMetricFamily(
+            "corral_workers_min_ready",
+            "Ready workers /readyz requires now (--min-ready, else every slot not exhausted).",
+        )
+        min_ready.add_metric([], required_ready(self._limits.min_ready, view.slots))
+        yield from (limit, window, min_ready)
 
 
 class SinkErrorCollector(Collector):

@@ -24,7 +24,7 @@ from corral.lifecycle.feed import EventFeed
 from corral.lifecycle.log_sink import StructlogSink
 from corral.lifecycle.metrics_sink import PrometheusSink
 from corral.lifecycle.trace_sink import TraceSink
-from corral.metrics import CorralMetrics
+from corral.metrics import CorralMetrics, SupervisionLimits
 from corral.request_stats.pool import RequestStatsPool
 from corral.runtime import WorkerMode
 from corral.service.auth import load_web_config
@@ -55,6 +55,9 @@ class Observability:
         self.collector.add_sink(PrometheusSink(metrics))
         metrics.add_scrape_collectors(
             fleet=lambda: fleet_view(supervisor),
+            limits=SupervisionLimits(
+                self.config.max_restarts, self.config.restart_window, self.config.min_ready
+            ),
             sink_errors=self.collector.sink_errors,
             sink_names=self.collector.sink_names,
             request_stats=self.request_stats,

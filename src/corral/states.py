@@ -10,6 +10,7 @@ terminal table, the status page), through ``.value`` and ``STATE_STYLES``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -100,3 +101,14 @@ class WorkerStatus:
             "budget_remaining": self.budget_remaining,
             "last_exit": self.last_exit,
         }
+
+
+def required_ready(min_ready: int | None, slots: Iterable[WorkerStatus]) -> int:
+    """Ready workers ``/readyz`` needs: ``--min-ready``, else every slot not exhausted (at least 1).
+
+    One rule for ``/readyz`` and the ``corral_workers_min_ready`` gauge, so the
+    CorralNotReady alert compares against exactly what ``/readyz`` answers.
+    """
+    if min_ready is not None:
+        return min_ready
+    return max(1, sum(1 for row in slots if row.state is not SlotState.EXHAUSTED))

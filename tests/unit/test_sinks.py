@@ -32,7 +32,7 @@ from corral.lifecycle.feed import EventFeed
 from corral.lifecycle.log_sink import StructlogSink
 from corral.lifecycle.metrics_sink import PrometheusSink
 from corral.lifecycle.trace_sink import TraceSink
-from corral.metrics import CorralMetrics, FleetView
+from corral.metrics import CorralMetrics, FleetView, SupervisionLimits
 from corral.runtime import ModeDecision, WorkerMode
 from corral.states import SlotState, WorkerStatus
 from corral.tracing import RecentSpans, build_tracer_provider, exporter_names, service_resource
@@ -338,6 +338,7 @@ def test_scrape_time_collectors_read_the_fleet_and_the_sink_errors() -> None:
     )
     metrics.add_scrape_collectors(
         fleet=lambda: fleet,
+        limits=SupervisionLimits(max_restarts=5, restart_window=60.0, min_ready=None),
         sink_errors=lambda: {"prometheus": 3},
         sink_names=lambda: ["log", "prometheus"],
         request_stats=None,
@@ -351,6 +352,10 @@ def test_scrape_time_collectors_read_the_fleet_and_the_sink_errors() -> None:
     assert sample(text, "corral_worker_state", slot="1", state="ready") == 0
     assert sample(text, "corral_worker_exhausted", slot="2") == 1
     assert sample(text, "corral_restart_budget_remaining", slot="1") == 2
+    assert sample(text, "corral_restart_budget_limit") == 5
+    assert sample(text, "corral_restart_budget_window_seconds") == 60
+    # The default readiness rule: every slot that is not exhausted.
+    assert sample(text, "corral_workers_min_ready") == 2
     assert sample(text, "corral_sink_errors_total", sink="log") == 0
     assert sample(text, "corral_sink_errors_total", sink="prometheus") == 3
     one_hot = [
@@ -360,3 +365,21 @@ def test_scrape_time_collectors_read_the_fleet_and_the_sink_errors() -> None:
         if s.name == "corral_worker_state" and s.labels["slot"] == "0"
     ]
     assert sorted(one_hot) == [0, 0, 0, 0, 0, 0, 1]
+
+
+def test_the_limit_gauges_export_the_configured_flags() -> None:
+    """--max-restarts, --restart-window and an explicit --min-ready reach /metrics as set."""
+    metrics = CorralMetrics(DECISION)
+    fleet = FleetView(desired=4, slots=[row(0, "ready", budget=3), row(1, "exhausted", budget=0)])
+    metrics.add_scrape_collectors(
+        fleet=lambda: fleet,
+        limits=SupervisionLimits(max_restarts=3, restart_window=600.0, min_ready=3),
+        sink_errors=dict,
+        sink_names=list,
+        request_stats=None,
+        threads=False,
+    )
+    text = scrape(metrics, openmetrics=True)
+    assert sample(text, "corral_restart_budget_limit") == 3
+    assert sample(text, "corral_restart_budget_window_seconds") == 600
+    assert sample(text, "corral_workers_min_ready") == 3

@@ -19,7 +19,7 @@ from corral.service.sources import (
     Readiness,
     Unsubscribe,
 )
-from corral.states import Phase, SlotState, WorkerStatus
+from corral.states import Phase, SlotState, WorkerStatus, required_ready
 from corral.tracing import RecentSpans
 
 # How long /healthz waits for the supervision loop to answer a ping.
@@ -80,8 +80,7 @@ class LiveSources:
         phase = self._supervisor.phase
         rows = self._supervisor.status()
         ready = sum(1 for row in rows if row.state is SlotState.READY)
-        serviceable = sum(1 for row in rows if row.state is not SlotState.EXHAUSTED)
-        required = self._min_ready if self._min_ready is not None else max(1, serviceable)
+        required = required_ready(self._min_ready, rows)
         if phase is not Phase.RUNNING:
             return Readiness(False, f"supervisor is {phase.value}", ready, required)
         if ready < required:
