@@ -20,7 +20,7 @@ help:
 	@echo "make test-ft - the test suite on a free-threaded CPython (built on first use)"
 	@echo "make reliability - the reliability scenarios; writes RELIABILITY.md"
 	@echo "make soak   - the 30-minute soak (never part of make test)"
-	@echo "make assets - regenerate the dashboard JSON and the Kubernetes copies"
+	@echo "make assets - regenerate the dashboard JSON, the alert rules and the Kubernetes copies"
 
 # Re-install whenever pyproject.toml changes; the stamp records the last install.
 # Development dependencies are PEP 735 groups in pyproject.toml, hence the pip
@@ -104,11 +104,14 @@ test-ft: venv-ft system-packages
 	EXPECT_FREE_THREADED=1 $(FT_BIN)/pytest $(PYTEST_ARGS)
 
 # --- Operator assets (issue 5) ---------------------------------------------------
-# The dashboard JSON and the Kubernetes copies of the dashboard and the alert
-# rules are generated; tests/assets fails when a committed copy is stale.
+# The dashboard JSON, the alert rules (from their template, with runbook links
+# under $RUNBOOK_BASE_URL, default docs/runbooks.md on GitHub) and the
+# Kubernetes copies of both are generated; tests/assets fails when a committed
+# copy is stale.
 .PHONY: assets
 assets: venv
 	$(BIN)/python scripts/build_dashboard.py
+	$(BIN)/python scripts/build_rules.py
 	$(BIN)/python scripts/build_kubernetes.py
 
 # --- Reliability evidence (issue 6) ----------------------------------------------

@@ -129,6 +129,32 @@ class SlotKiller:
         self.generation += 1
 
 
+def _gauge(api: PrometheusAPI, name: str, instance: str) -> float | None:
+    found = api.query(f'{name}{{instance="{instance}"}}')
+    return float(found[0]["value"][1]) if found else None
+
+
+def _assert_limits_are_exported(
+    api: PrometheusAPI, chaos: CorralProcess, quiet: CorralProcess
+) -> None:
+    """The flags the rules compare against, as Prometheus stored them: chaos's and the defaults."""
+    expected = {
+        _target(chaos): {
+            "corral_restart_budget_limit": float(MAX_RESTARTS),
+            "corral_restart_budget_window_seconds": 600.0,
+            "corral_workers_min_ready": 2.0,
+        },
+        _target(quiet): {
+            "corral_restart_budget_limit": 5.0,
+            "corral_restart_budget_window_seconds": 60.0,
+            "corral_workers_min_ready": 2.0,
+        },
+    }
+    for instance, gauges in expected.items():
+        seen = {name: _gauge(api, name, instance) for name in gauges}
+        assert seen == gauges, instance
+
+
 def _serve_some(server: CorralProcess) -> None:
     for path in ("/", "/", "/missing"):
         server.get(path)
@@ -150,6 +176,10 @@ def _crash_until_looping(api: PrometheusAPI, chaos: CorralProcess, killer: SlotK
     looping = _firing(api, "CorralWorkerCrashLooping", target)
     assert [alert["labels"]["slot"] for alert in looping] == [str(killer.slot)]
     assert looping[0]["labels"]["severity"] == "warning"
+    # The description quotes the configured budget, read from the gauges.
+    assert (
+        f"budget of {MAX_RESTARTS} restarts per 600 s" in looping[0]["annotations"]["description"]
+    )
     assert not chaos.events("budget_exhausted"), "it fired during the crash phase"
     assert _budget(chaos, killer.slot) > 0
 
@@ -174,8 +204,24 @@ def _exhaust(stack: Stack, chaos: CorralProcess, killer: SlotKiller) -> None:
     eventually(lambda: bool(delivered()), timeout=60, what="BudgetExhausted reaches the webhook")
     alert = delivered()[0]
     assert alert["labels"]["severity"] == "critical"
-    assert alert["annotations"]["runbook_url"].endswith("#corralrestartbudgetexhausted")
+    assert alert["annotations"]["runbook_url"] == (
+        "https://github.com/corral-dev/corral/blob/main/docs/runbooks.md"
+        "#corralrestartbudgetexhausted"
+    )
     assert _firing(stack.prometheus, "CorralRestartBudgetExhausted", target)
+    # Degraded but ready: /readyz now needs only the slot that is left, and
+    # CorralNotReady, which compares with what /readyz needs, stays quiet.
+    eventually(
+        lambda: _gauge(stack.prometheus, "corral_workers_min_ready", target) == 1.0,
+        timeout=30,
+        what="min-ready follows the exhausted slot",
+    )
+    assert chaos.side("/readyz").status_code == 200
+    assert not [
+        a
+        for a in stack.prometheus.alerts()
+        if a["labels"]["alertname"] == "CorralNotReady" and a["labels"].get("instance") == target
+    ]
 
 
 def _assert_quiet_run_raised_nothing(stack: Stack, quiet: CorralProcess, start: float) -> None:
@@ -238,7 +284,8 @@ def test_budget_alerts_fire_and_reach_the_webhook_and_every_query_has_data(
         start = time.time()
         eventually(lambda: api.targets_up() == targets, timeout=60, what="both corrals scraped")
         loaded = [rule["name"] for group in api.rule_groups() for rule in group["rules"]]
-        assert len(loaded) == 7, loaded
+        assert len(loaded) == 8, loaded
+        _assert_limits_are_exported(api, chaos, quiet)
         _serve_some(chaos)
         _serve_some(quiet)
         killer = SlotKiller(chaos, CRASHED_SLOT)
