@@ -4,10 +4,13 @@
   Compose schema and resolves every path with ``config``, which needs no
   Docker daemon; the services the stack promises are checked on its output.
 * Kubernetes: ``kubernetes-validate`` (PyPI) checks the core objects
-  (Deployment, Service, ConfigMap) against the Kubernetes API schemas. It has
-  no schemas for CRDs, so the ServiceMonitor and the PrometheusRule are
-  checked structurally here, and against their sources (the rules file and
-  the dashboard JSON, of which they are generated copies).
+  (Deployment, Service, ConfigMap, PodDisruptionBudget, NetworkPolicy)
+  against the Kubernetes API schemas. It has no schemas for CRDs, so the
+  ServiceMonitor and the PrometheusRule are checked structurally here, and
+  against their sources (the rules file and the dashboard JSON, of which they
+  are generated copies). ``kubectl kustomize`` renders the kustomization, to
+  prove the image tag pin applies. The probes' command runs against a real
+  corral with a token on its side port.
 * The Dockerfile: no Docker here, so its promises (non-root, both ports
   exposed, the side port bound to 0.0.0.0) are read from the file.
 """
@@ -18,14 +21,17 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from corral import __version__
 from tests.assets.promql import DASHBOARDS, ROOT, RULES_FILE
 from tests.assets.tools import require, run
+from tests.conftest import CorralProcess
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 COMPOSE = ROOT / "deploy" / "compose" / "docker-compose.yml"
@@ -121,7 +127,7 @@ def test_core_objects_validate_against_the_kubernetes_schemas() -> None:
         "its rpds-py dependency has no wheel for every free-threaded CPython)",
     )
     manifests = _manifests()
-    for kind in ("Deployment", "Service", "ConfigMap"):
+    for kind in ("Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"):
         validate.validate(manifests[kind], KUBERNETES_VERSION, strict=True)
     for kind in ("ServiceMonitor", "PrometheusRule"):
         with pytest.raises(validate.SchemaNotFoundError):
@@ -132,16 +138,28 @@ def _args(container: dict[str, Any]) -> dict[str, str]:
     return dict(arg.removeprefix("--").split("=", 1) for arg in container["args"] if "=" in arg)
 
 
+def _container() -> dict[str, Any]:
+    [container] = _manifests()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _probe_command(probe: dict[str, Any]) -> list[str]:
+    command: list[str] = probe["exec"]["command"]
+    return command
+
+
 def test_deployment_probes_ports_and_drain_budget() -> None:
     deployment = _manifests()["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
-    [container] = pod["containers"]
+    container = _container()
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"http": 8000, "metrics": 9180}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert _probe_command(container["livenessProbe"])[-1] == "/healthz"
+    assert _probe_command(container["readinessProbe"])[-1] == "/readyz"
+    assert _probe_command(container["startupProbe"])[-1] == "/readyz"
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["CORRAL_METRICS_HOST"] == "0.0.0.0"
+    assert env["CORRAL_METRICS_PORT"] == str(ports["metrics"])
     args = _args(container)
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
@@ -150,6 +168,77 @@ def test_deployment_probes_ports_and_drain_budget() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_the_side_port_token_comes_from_the_secret_the_service_monitor_sends() -> None:
+    """One Secret, read by the pods (required, never optional) and sent by the scraper."""
+    [token] = [item for item in _container()["env"] if item["name"] == "CORRAL_METRICS_TOKEN"]
+    ref = token["valueFrom"]["secretKeyRef"]
+    assert not ref.get("optional", False), "a missing Secret must stop the pod, not open the port"
+    [endpoint] = _manifests()["ServiceMonitor"]["spec"]["endpoints"]
+    auth = endpoint["authorization"]
+    assert auth.get("type", "Bearer") == "Bearer"
+    assert auth["credentials"] == {"name": ref["name"], "key": ref["key"]}
+    # No token is committed: the Secret is the operator's to create.
+    assert "Secret" not in _manifests()
+
+
+def test_only_the_monitoring_namespace_reaches_the_side_port() -> None:
+    manifests = _manifests()
+    policy = manifests["NetworkPolicy"]["spec"]
+    pod_labels = manifests["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    by_port = {rule["ports"][0]["port"]: rule for rule in policy["ingress"]}
+    assert set(by_port) == {"http", "metrics"}
+    assert "from" not in by_port["http"], "the app port is for everyone in the cluster"
+    [source] = by_port["metrics"]["from"]
+    assert source == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+
+
+def test_the_disruption_budget_keeps_a_pod_serving() -> None:
+    manifests = _manifests()
+    budget = manifests["PodDisruptionBudget"]["spec"]
+    deployment = manifests["Deployment"]["spec"]
+    assert budget["selector"]["matchLabels"] == deployment["selector"]["matchLabels"]
+    assert deployment["replicas"] - budget["maxUnavailable"] >= 1
+    assert "minAvailable" not in budget, "minAvailable blocks node drains at one replica"
+
+
+def test_the_kustomization_pins_the_image_to_the_release() -> None:
+    kubectl = require("kubernetes-client", "kubectl")
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    assert kustomization["images"] == [{"name": "corral", "newTag": __version__}]
+    result = run(kubectl, "kustomize", str(KUBERNETES))
+    assert result.returncode == 0, result.stderr
+    [deployment] = [d for d in yaml.safe_load_all(result.stdout) if d["kind"] == "Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"corral:{__version__}"
+
+
+@pytest.mark.integration
+def test_the_probe_command_passes_with_the_token_and_fails_without(
+    corral: Callable[..., CorralProcess],
+) -> None:
+    """The exec probes, run as the kubelet would, against a corral whose side port wants a token."""
+    token = "probe-test-token-0123456789"
+    server = corral("--workers", "1", env={"CORRAL_METRICS_TOKEN": token})
+    server.wait_ready(1)
+    port = server.metrics_url.rstrip("/").rsplit(":", 1)[1]
+    container = _container()
+
+    def probe(name: str, secret: str) -> int:
+        env = {"CORRAL_METRICS_PORT": port, "CORRAL_METRICS_TOKEN": secret, "PATH": "/usr/bin"}
+        command = _probe_command(container[name])
+        argv = [sys.executable, *command[1:]] if command[0] == "python" else command
+        done = subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)
+        return done.returncode
+
+    for name in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert probe(name, token) == 0, name
+        assert probe(name, "wrong-token") == 1, name
 
 
 def test_service_and_service_monitor_reach_the_side_port() -> None:
