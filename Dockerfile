@@ -17,12 +17,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Install from a throwaway copy of the source: only the installed package
-# and the examples stay in the image. The otlp extra lets the image export
-# spans as soon as OTEL_EXPORTER_OTLP_ENDPOINT is set.
+# Dependencies first, exactly as pinned in deploy/docker/requirements.txt
+# (generated from pyproject.toml by scripts/lock_image.py, `make lock`; a test
+# checks it still matches): corral[otlp]'s runtime dependencies, so the image
+# exports spans as soon as OTEL_EXPORTER_OTLP_ENDPOINT is set. --no-deps
+# everywhere means nothing unpinned gets in; pip check proves nothing is
+# missing. Their own layer, so a source change does not reinstall them.
+COPY deploy/docker/requirements.txt /tmp/requirements.txt
+RUN pip install --no-deps -r /tmp/requirements.txt && rm /tmp/requirements.txt
+
+# Then corral, from a throwaway copy of the source: only the installed package
+# and the examples stay in the image.
 COPY pyproject.toml README.md LICENSE /tmp/corral/
 COPY src /tmp/corral/src
-RUN pip install "/tmp/corral[otlp]" && rm -rf /tmp/corral
+RUN pip install --no-deps /tmp/corral && pip check && rm -rf /tmp/corral
 
 RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home corral
 WORKDIR /app

@@ -21,6 +21,7 @@ help:
 	@echo "make reliability - the reliability scenarios; writes RELIABILITY.md"
 	@echo "make soak   - the 30-minute soak (never part of make test)"
 	@echo "make assets - regenerate the dashboard JSON, the alert rules and the Kubernetes copies"
+	@echo "make lock   - re-pin the Docker image's requirements from pyproject.toml"
 
 # Re-install whenever pyproject.toml changes; the stamp records the last install.
 # Development dependencies are PEP 735 groups in pyproject.toml, hence the pip
@@ -113,6 +114,14 @@ assets: venv
 	$(BIN)/python scripts/build_dashboard.py
 	$(BIN)/python scripts/build_rules.py
 	$(BIN)/python scripts/build_kubernetes.py
+
+# The Docker image's pinned requirements (deploy/docker/requirements.txt),
+# resolved by pip for the image's Python (python3.X as the Dockerfile's FROM
+# says; PYTHON_IMAGE=/path/to/python3.X to choose one). Needs PyPI;
+# tests/packaging checks the result against pyproject.toml offline.
+.PHONY: lock
+lock: venv
+	$(BIN)/python scripts/lock_image.py $(if $(PYTHON_IMAGE),--python $(PYTHON_IMAGE))
 
 # --- Reliability evidence (issue 6) ----------------------------------------------
 # `make reliability` runs the scenario suite (tests/reliability; each scenario
