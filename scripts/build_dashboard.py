@@ -80,9 +80,14 @@ FLEET = Row(
                 q(f"sum by (instance) (corral_workers_desired{{{SEL}}})", "{{instance}} desired"),
                 q(f"sum by (instance) (corral_workers_alive{{{SEL}}})", "{{instance}} alive"),
                 q(f"sum by (instance) (corral_workers_ready{{{SEL}}})", "{{instance}} ready"),
+                q(
+                    f"sum by (instance) (corral_workers_min_ready{{{SEL}}})",
+                    "{{instance}} required by /readyz",
+                ),
             ),
             "Configured slots, slots with a running worker (starting, ready or draining), "
-            "and slots serving requests. Ready below desired for long is CorralNotReady.",
+            "slots serving requests, and how many /readyz requires (--min-ready, else every "
+            "slot not exhausted). Ready below required for 5 minutes is CorralNotReady.",
             width=12,
         ),
         Panel(
@@ -147,15 +152,19 @@ LIFECYCLE = Row(
             "bargauge",
             (
                 q(
-                    f"min by (instance, slot) (corral_restart_budget_remaining{{{SEL}}})",
+                    f"min by (instance, slot) (corral_restart_budget_remaining{{{SEL}}})"
+                    " / on (instance) group_left "
+                    f"max by (instance) (corral_restart_budget_limit{{{SEL}}})",
                     "{{instance}} slot {{slot}}",
                     instant=True,
                 ),
             ),
-            "Restarts each slot may still use within --restart-window. At 0 the next "
-            "crash exhausts the slot.",
+            "Share of --max-restarts each slot may still use within --restart-window "
+            "(corral_restart_budget_limit, _window_seconds). At 0 the next crash exhausts "
+            "the slot.",
+            unit="percentunit",
             width=8,
-            thresholds=(("red", None), ("orange", 1), ("green", 3)),
+            thresholds=(("red", None), ("orange", 0.2), ("green", 0.6)),
             options={"orientation": "horizontal", "displayMode": "gradient"},
         ),
         Panel(
@@ -406,6 +415,8 @@ def render_panel(panel: Panel, panel_id: int, x: int, y: int) -> Json:
             defaults["custom"]["thresholdsStyle"] = {"mode": "line"}
     if panel.kind in ("stat", "bargauge"):
         defaults["color"] = {"mode": "thresholds"}
+    if panel.kind == "bargauge" and panel.unit == "percentunit":
+        defaults.update(min=0, max=1)  # a full bar is 100%, not the largest value shown
     rendered: Json = {
         "id": panel_id,
         "type": panel.kind,
