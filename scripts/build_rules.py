@@ -82,19 +82,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runbook-base-url", help=f"URL of the runbook page (default: ${ENV_VAR}, else GitHub)"
     )
+    parser.add_argument("--output", type=Path, default=RULES, help="where to write the rules")
     args = parser.parse_args(argv)
     try:
         text = render(base_url(args.runbook_base_url, dict(os.environ)))
     except BuildError as exc:
         print(f"build_rules: {exc}", file=sys.stderr)
         return 2
+    output: Path = args.output
     if args.check:
-        if not RULES.exists() or RULES.read_text() != text:
-            print(f"{RULES.relative_to(ROOT)} is stale: run python scripts/build_rules.py")
+        if not output.exists() or output.read_text() != text:
+            print(f"{output} is stale: run python scripts/build_rules.py")
             return 1
         return 0
-    RULES.write_text(text)
-    print(f"wrote {RULES.relative_to(ROOT)}")
+    output.write_text(text)
+    print(f"wrote {output}")
     return 0
 
 

@@ -139,7 +139,10 @@ def _args(container: dict[str, Any]) -> dict[str, str]:
 
 
 def _container() -> dict[str, Any]:
-    [container] = _manifests()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = _manifests()["Deployment"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    [container] = containers
     return container
 
 
