@@ -89,6 +89,10 @@ def test_readyz_fails_while_a_slot_is_down_and_healthz_does_not(
     body = reply.json()
     assert body["ready"] is False
     assert body["reason"] == "1 of 2 required workers ready"
+    # CorralNotReady compares with this gauge: it must be what /readyz requires.
+    metrics = server.scrape()
+    assert metrics.value("corral_workers_min_ready") == body["required_workers"] == 2
+    assert metrics.value("corral_workers_ready") == body["ready_workers"] == 1
     assert server.side("/healthz").status_code == 200, "a slot in backoff is not a dead supervisor"
     assert server.side("/workers").json()["workers"][0]["state"] == "backoff"
 
@@ -99,6 +103,7 @@ def test_min_ready_lets_a_degraded_corral_stay_ready(corral: Callable[..., Corra
     reply = server.side("/readyz")
     assert reply.status_code == 200, reply.text
     assert reply.json()["required_workers"] == 1
+    assert server.scrape().value("corral_workers_min_ready") == 1
 
 
 def test_readyz_fails_once_draining_so_the_balancer_stops_sending(
