@@ -6,7 +6,8 @@
 # run the alerting end-to-end test with prometheus-alertmanager,
 # docker-compose validates the Compose file offline (no daemon needed),
 # chromium renders the status page, nginx is the real reverse proxy in
-# front of corral in the proxy-headers test. `make bench` asks for wrk=wrk.
+# front of corral in the proxy-headers test, kubectl renders the kustomization
+# (kubectl kustomize, offline). `make bench` asks for wrk=wrk.
 # Idempotent: does nothing when every command is already on PATH.
 set -euo pipefail
 
@@ -19,6 +20,7 @@ if [ ${#wanted[@]} -eq 0 ]; then
         docker-compose=docker-compose
         chromium=chromium
         nginx=nginx
+        kubectl=kubernetes-client
     )
 fi
 missing=()

@@ -211,9 +211,13 @@ def test_the_disruption_budget_keeps_a_pod_serving() -> None:
 
 
 def test_the_kustomization_pins_the_image_to_the_release() -> None:
-    kubectl = require("kubernetes-client", "kubectl")
     kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
     assert kustomization["images"] == [{"name": "corral", "newTag": __version__}]
+    assert _container()["image"] == "corral", "the tag lives in the kustomization only"
+
+
+def test_kubectl_kustomize_renders_the_pinned_image() -> None:
+    kubectl = require("kubernetes-client", "kubectl")
     result = run(kubectl, "kustomize", str(KUBERNETES))
     assert result.returncode == 0, result.stderr
     [deployment] = [d for d in yaml.safe_load_all(result.stdout) if d["kind"] == "Deployment"]
