@@ -17,9 +17,11 @@ import base64
 import json
 import os
 import re
+import socket
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +51,15 @@ _CLIENT_CERT_ALERTS = frozenset(
         "SSLV3_ALERT_HANDSHAKE_FAILURE",
     }
 )
+
+
+# How a refused client certificate can look to the client: a TLS 1.3 server
+# that checks it after the handshake may close without sending an alert.
+_DROPPED = (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+# How long a server that accepted the client's certificate is given to close
+# the connection anyway (it does not, it waits for a request: the probe then
+# ends without having sent one).
+_REFUSAL_WAIT_SECONDS = 1.0
 
 
 class StatusError(Exception):
@@ -245,7 +256,7 @@ def _get_json(
         except ValueError:
             return exc.code, None
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise _unreadable(url, exc, credentials) from None
+        raise _unreadable(url, exc, credentials, context) from None
 
 
 def _refused(challenges: list[str], credentials: Credentials) -> StatusError:
@@ -261,7 +272,9 @@ def _refused(challenges: list[str], credentials: Credentials) -> StatusError:
     return StatusError(message, ExitCode.STATUS_UNAUTHORIZED)
 
 
-def _unreadable(url: str, exc: Exception, credentials: Credentials) -> StatusError:
+def _unreadable(
+    url: str, exc: Exception, credentials: Credentials, context: ssl.SSLContext | None
+) -> StatusError:
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(reason, ssl.SSLCertVerificationError):
         return StatusError(
@@ -269,14 +282,15 @@ def _unreadable(url: str, exc: Exception, credentials: Credentials) -> StatusErr
             "pass --cacert with the CA that signed it",
             ExitCode.CONFIG,
         )
-    if isinstance(reason, ssl.SSLError) and reason.reason in _CLIENT_CERT_ALERTS:
+    refused = isinstance(reason, ssl.SSLError) and reason.reason in _CLIENT_CERT_ALERTS
+    if refused or (
+        context is not None and isinstance(reason, _DROPPED) and _refuses_us(url, context)
+    ):
         if credentials.cert is None:
             fix = "it wants a client certificate: pass --cert and --key"
         else:
             fix = f"it refused the client certificate {credentials.cert}"
-        return StatusError(
-            f"cannot read {url}: {fix} ({reason.reason})", ExitCode.STATUS_UNAUTHORIZED
-        )
+        return StatusError(f"cannot read {url}: {fix}", ExitCode.STATUS_UNAUTHORIZED)
     return StatusError(
         f"cannot read {url}: {reason}; is corral running with its side port on? "
         "(pass --url if it is not on the default)"
@@ -345,3 +359,31 @@ def _uptime(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _refuses_us(url: str, context: ssl.SSLContext) -> bool:
+    """Whether the server closes a TLS connection as soon as it sees our certificate.
+
+    Under TLS 1.3 a server checks the client's certificate after the client
+    has finished its handshake, and an asyncio server that refuses it just
+    closes, with no alert: to the client that looks like a dropped connection.
+    A second connection tells the two apart without sending anything: a server
+    that accepted us waits for a request, one that refused us closes at once.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    try:
+        with (
+            socket.create_connection((host, parts.port or 443), timeout=TIMEOUT_SECONDS) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            tls.settimeout(_REFUSAL_WAIT_SECONDS)
+            return tls.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ssl.SSLError as exc:
+        return exc.reason in _CLIENT_CERT_ALERTS or isinstance(exc, _DROPPED)
+    except ConnectionResetError:
+        return True
+    except OSError:
+        return False
