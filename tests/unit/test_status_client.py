@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from corral.cli import status
+from corral.config_sources import OTHER_CORRAL_VARIABLES
 from corral.errors import ExitCode
 from corral.status_client import (
     Credentials,
@@ -111,3 +113,10 @@ def test_a_certificate_that_does_not_load_is_a_config_error(tmp_path: Path) -> N
     assert caught.value.exit_code == ExitCode.CONFIG
     with pytest.raises(StatusError, match="cannot load --cacert"):
         options(cacert=str(junk)).ssl_context()
+
+
+def test_corral_run_knows_every_status_variable() -> None:
+    """A container sets them beside corral's own: ``corral run`` must not warn about them."""
+    variables = {p.envvar for p in status.params if isinstance(p.envvar, str)}
+    assert "CORRAL_STATUS_PASSWORD_FILE" in variables
+    assert variables - {"CORRAL_METRICS_TOKEN"} <= OTHER_CORRAL_VARIABLES
