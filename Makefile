@@ -27,11 +27,12 @@ help:
 # Development dependencies are PEP 735 groups in pyproject.toml, hence the pip
 # upgrade first (`--group` needs pip >= 25.1). The reload extra (watchfiles) is
 # here so this lane tests --reload on it; the free-threaded lane tests the
-# stat poller that replaces it.
+# stat poller that replaces it. Likewise otlp-grpc (grpcio): this lane exports
+# over gRPC, the free-threaded lane tests that gRPC is refused there.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[reload]' --group test --group lint --group assets --group compat
+	$(BIN)/python -m pip install --quiet -e '.[reload,otlp-grpc]' --group test --group lint --group assets --group compat
 	@touch $(STAMP)
 
 venv: $(STAMP)

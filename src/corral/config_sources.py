@@ -23,8 +23,20 @@ from corral.errors import ConfigError
 
 ENV_PREFIX = "CORRAL_"
 CONFIG_FILE_NAMES = ("corral.toml", "pyproject.toml")
-# corral's own variables that are not settings of ``corral run``.
-OTHER_CORRAL_VARIABLES = frozenset({"CORRAL_STATUS_URL"})
+# corral's own variables that are not settings of ``corral run``: ``corral
+# status``'s, which a container sets beside corral's own for its health check.
+OTHER_CORRAL_VARIABLES = frozenset(
+    {
+        "CORRAL_STATUS_URL",
+        "CORRAL_STATUS_TOKEN_FILE",
+        "CORRAL_STATUS_USER",
+        "CORRAL_STATUS_PASSWORD_FILE",
+        "CORRAL_STATUS_PASSWORD_ENV",
+        "CORRAL_STATUS_CERT",
+        "CORRAL_STATUS_KEY",
+        "CORRAL_STATUS_CACERT",
+    }
+)
 # Variables uvicorn and gunicorn users already set; they rank below every
 # corral source, just above the defaults (as ``WEB_CONCURRENCY`` does in uvicorn).
 FOREIGN_VARIABLES = {"WEB_CONCURRENCY": "workers", "FORWARDED_ALLOW_IPS": "forwarded_allow_ips"}

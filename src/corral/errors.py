@@ -25,6 +25,7 @@ class ExitCode(enum.IntEnum):
     BOOT_LOOP = 8  # every slot ran out of restarts and no worker ever became ready
     WORKER_HUNG = 9  # a thread worker hung under --on-hung-thread exit
     RELOAD_DIR = 10  # a --reload-dir does not exist or is not a directory
+    STATUS_UNAUTHORIZED = 11  # corral status: the side port refused its credentials
 
 
 class CorralError(Exception):

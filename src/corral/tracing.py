@@ -10,8 +10,11 @@ are still recorded for ``/debug/traces`` and for the ids in log lines.
 * ``OTEL_TRACES_EXPORTER``: a comma list of ``otlp``, ``console``, ``none``.
   Unset, it means ``otlp`` if an ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set,
   else ``none``.
-* OTLP is http/protobuf, from the ``corral[otlp]`` extra. gRPC is refused:
-  grpcio has no free-threaded wheels.
+* OTLP is http/protobuf (the ``corral[otlp]`` extra) unless
+  ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` or ``OTEL_EXPORTER_OTLP_PROTOCOL``
+  says ``grpc`` (the ``corral[otlp-grpc]`` extra). gRPC is refused on a
+  free-threaded build: grpcio has no free-threaded wheel, and an extension
+  without free-threading support would turn the GIL back on.
 * ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` name the service
   (default ``corral``); ``service.instance.id`` is unique per supervisor run.
   The exporter and batch processor read their own variables
@@ -38,6 +41,7 @@ from opentelemetry.sdk.trace.export import (
 
 from corral import __version__
 from corral.errors import ConfigError
+from corral.runtime import is_free_threaded_build
 
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _PROTOCOL_VARS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
@@ -121,12 +125,18 @@ def make_exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
         raise ConfigError(
             f"OTEL_TRACES_EXPORTER={name!r} is not supported; use otlp, console or none"
         )
-    protocol = next((environ[v] for v in _PROTOCOL_VARS if environ.get(v)), "http/protobuf")
-    if protocol.strip().lower() != "http/protobuf":
-        raise ConfigError(
-            f"OTLP protocol {protocol!r} is not supported; set OTEL_EXPORTER_OTLP_PROTOCOL="
-            "http/protobuf (gRPC needs grpcio, which has no free-threaded build)"
-        )
+    variable, protocol = next(
+        ((v, environ[v].strip().lower()) for v in _PROTOCOL_VARS if environ.get(v, "").strip()),
+        (_PROTOCOL_VARS[1], "http/protobuf"),
+    )
+    if protocol == "http/protobuf":
+        return _http_exporter()
+    if protocol == "grpc":
+        return _grpc_exporter(variable)
+    raise ConfigError(f"{variable}={protocol!r} is not supported; set it to http/protobuf or grpc")
+
+
+def _http_exporter() -> SpanExporter:
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter,  # optional extra: imported only when OTLP is configured
@@ -134,6 +144,26 @@ def make_exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
     except ImportError:
         raise ConfigError(
             "OTLP export is configured but its exporter is missing; pip install 'corral[otlp]'"
+        ) from None
+    return OTLPSpanExporter()
+
+
+def _grpc_exporter(variable: str) -> SpanExporter:
+    if is_free_threaded_build():
+        # Refused even if grpcio was built by hand: importing it would
+        # re-enable the GIL and take thread workers' parallelism with it.
+        raise ConfigError(
+            f"{variable}=grpc is not available on a free-threaded Python (grpcio has no "
+            "free-threaded wheel); set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+        )
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,  # optional extra, GIL builds only
+        )
+    except ImportError:
+        raise ConfigError(
+            f"{variable}=grpc but the gRPC exporter is missing; pip install "
+            "'corral[otlp-grpc]' (or set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)"
         ) from None
     return OTLPSpanExporter()
 

@@ -23,6 +23,7 @@ import bcrypt
 import httpx
 import pytest
 
+from corral.errors import ExitCode
 from tests.conftest import CorralProcess, eventually, run_cli
 
 pytestmark = pytest.mark.integration
@@ -242,7 +243,7 @@ def test_bearer_token_is_required_when_set(corral: Callable[..., CorralProcess])
     ok = run_cli("status", "--url", server.metrics_url, env={"CORRAL_METRICS_TOKEN": token})
     assert ok.returncode == 0, ok.stderr
     refused = run_cli("status", "--url", server.metrics_url)
-    assert refused.returncode == 1
+    assert refused.returncode == ExitCode.STATUS_UNAUTHORIZED
     assert "--token" in refused.stderr
 
 

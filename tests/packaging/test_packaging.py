@@ -99,7 +99,9 @@ def test_requirements_and_extras(metadata: Message) -> None:
     names = {r.name for r in requires if r.marker is None or r.marker.evaluate()}
     assert {"uvicorn", "h11", "click", "structlog"} <= names
     extras = set(metadata.get_all("Provides-Extra") or [])
-    assert extras == {"otlp", "fast-json", "reload"}, "development groups are not extras"
+    assert extras == {"otlp", "otlp-grpc", "fast-json", "reload"}, (
+        "development groups are not extras"
+    )
 
 
 def test_the_container_build_context_carries_the_license() -> None:

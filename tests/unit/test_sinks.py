@@ -241,10 +241,11 @@ def test_nothing_is_exported_unless_the_environment_asks() -> None:
     assert build_tracer_provider({"OTEL_SDK_DISABLED": "true"}, RecentSpans()) is None
 
 
-def test_grpc_and_unknown_exporters_are_refused_with_the_fix() -> None:
-    with pytest.raises(ConfigError, match="http/protobuf"):
+def test_unknown_protocols_and_exporters_are_refused_with_the_fix() -> None:
+    with pytest.raises(ConfigError, match=r"OTEL_EXPORTER_OTLP_PROTOCOL='http/json'.*or grpc"):
         build_tracer_provider(
-            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, RecentSpans()
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            RecentSpans(),
         )
     with pytest.raises(ConfigError, match="otlp, console or none"):
         build_tracer_provider({"OTEL_TRACES_EXPORTER": "zipkin"}, RecentSpans())
