@@ -45,10 +45,14 @@ ENV CORRAL_HOST=0.0.0.0 \
 USER 10001:10001
 EXPOSE 8000 9180
 
-# `corral status` exits 0 only when /readyz says ready; it reads
-# CORRAL_METRICS_TOKEN when the side port wants one.
+# `corral status` exits 0 only when /readyz says ready. It takes every
+# side-port credential from the environment, so no flag here pins one:
+# CORRAL_METRICS_TOKEN or CORRAL_STATUS_TOKEN_FILE (bearer), CORRAL_STATUS_USER
+# with CORRAL_STATUS_PASSWORD_FILE (basic), CORRAL_STATUS_CERT/_KEY (mutual
+# TLS), CORRAL_STATUS_CACERT, and CORRAL_STATUS_URL (https://... for a TLS
+# side port; default http://127.0.0.1:9180).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["corral", "status", "--url", "http://127.0.0.1:9180"]
+    CMD ["corral", "status"]
 
 # corral is PID 1: it handles SIGTERM (graceful drain) itself. Give it at
 # least --shutdown-timeout + --force-stop-grace (33 s by default) to stop,
