@@ -175,10 +175,9 @@ def _method_lines(kills: int) -> list[str]:
         f" has been up {MIN_UPTIME:g} s, so every kill is an isolated crash (immediate"
         " respawn), not a crash loop (which backs off by design).",
         "- corral is started as the README starts it, with the venv's `corral` script, not"
-        " `python -m corral`. multiprocessing's forkserver re-runs the parent's `__main__`"
-        " in every new worker process, so through the script a respawned process-mode"
-        " worker imports what the script imports before it serves; `ready` and **B**"
-        " include that.",
+        " `python -m corral`. (Before issue 13, multiprocessing re-ran that script in every"
+        " new worker, importing the CLI and the observability stack before it served;"
+        " corral's workers now skip the parent's `__main__` on every launch path.)",
     ]
 
 

@@ -11,7 +11,6 @@ any other failure.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import random
 import selectors
 import socket
@@ -23,6 +22,7 @@ import structlog
 
 from corral.appload import ASGIApp
 from corral.config import ServerConfig
+from corral.forkserver_context import WorkerContext
 from corral.handles import ExitInfo, StillbornWorker, WorkerExited, WorkerHandle
 from corral.incarnation import Incarnation, Timing
 from corral.lifecycle.events import EventKind
@@ -121,9 +121,10 @@ class Spawner:
 
     def _context(self) -> BaseContext:
         """The forkserver context: children fork from a clean, single-threaded server
-        that has uvicorn preloaded, never from this (multi-threaded) process."""
+        that has uvicorn preloaded, never from this (multi-threaded) process, and
+        do not re-run this process's ``__main__`` (see ``forkserver_context``)."""
         if self._ctx is None:
-            ctx = multiprocessing.get_context("forkserver")
+            ctx = WorkerContext()
             # Preloads uvicorn, and makes the forkserver outlive group-wide signals.
             ctx.set_forkserver_preload(["corral.forkserver_init"])
             self._ctx = ctx
