@@ -155,13 +155,17 @@ def render_section(
 def _method_lines(kills: int) -> list[str]:
     return [
         "- **A**: from the kill until the replacement worker exists: corral's `spawn`"
-        " event (its `monotonic` stamp); for uvicorn and gunicorn, a new child pid in"
+        " event (its `monotonic` stamp: when the forkserver had returned the new pid; the"
+        " event itself is logged after the `crash` and `respawn` events, which corral"
+        " records once the replacement is asked for); for uvicorn and gunicorn, a new"
+        " child pid in"
         " `/proc/<main>/task/<main>/children`, polled every 1 ms.",
         "- **B**: from the kill until the replacement answers `200` to a request on a"
         " fresh connection (`GET /?slot=0` for corral, which the other slot answers"
         " with `409`; `GET /` for uvicorn and gunicorn, until a pid not alive before the kill"
         " answers). Requests are 1 ms apart, so B has about 1-2 ms of polling error.",
-        "- `crash` / `ready` events: their `monotonic` stamps. `ready` is logged when the"
+        "- `crash` / `ready` events: their `monotonic` stamps (`crash`: when the supervisor"
+        " saw the death). `ready` is logged when the"
         " supervisor has processed the worker's report, so it may trail B slightly.",
         "- The kill: `SIGKILL` to slot 0's process (corral process mode) or to a worker"
         " (uvicorn, gunicorn). corral thread mode cannot kill a thread: `GET /crash?slot=0` stops"
@@ -175,10 +179,9 @@ def _method_lines(kills: int) -> list[str]:
         f" has been up {MIN_UPTIME:g} s, so every kill is an isolated crash (immediate"
         " respawn), not a crash loop (which backs off by design).",
         "- corral is started as the README starts it, with the venv's `corral` script, not"
-        " `python -m corral`. multiprocessing's forkserver re-runs the parent's `__main__`"
-        " in every new worker process, so through the script a respawned process-mode"
-        " worker imports what the script imports before it serves; `ready` and **B**"
-        " include that.",
+        " `python -m corral`. (Before issue 13, multiprocessing re-ran that script in every"
+        " new worker, importing the CLI and the observability stack before it served;"
+        " corral's workers now skip the parent's `__main__` on every launch path.)",
     ]
 
 

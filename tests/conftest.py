@@ -42,12 +42,16 @@ class CorralProcess:
         cwd: Path,
         pass_fds: tuple[int, ...] = (),
         launcher: list[str] | None = None,
+        *,
+        program: list[str] | None = None,
     ) -> None:
         """``pass_fds`` stay open in corral; ``launcher`` is argv that ends by exec'ing
-        the rest (the same process: what systemd socket activation needs)."""
+        the rest (the same process: what systemd socket activation needs); ``program``
+        replaces ``python -m corral run`` (the console script, a user's own script)."""
         self.args = args
+        program = program or [sys.executable, "-m", "corral", "run"]
         self.proc = subprocess.Popen(
-            [*(launcher or []), sys.executable, "-m", "corral", "run", *args],
+            [*(launcher or []), *program, *args],
             cwd=cwd,
             env=env,
             pass_fds=pass_fds,

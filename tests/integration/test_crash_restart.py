@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from corral.errors import ExitCode
 from tests.conftest import CorralProcess
@@ -51,6 +52,33 @@ def test_replacement_is_started_within_milliseconds(corral: Callable[..., Corral
     # Event-driven detection: the respawn follows the crash event in the same
     # wake-up. This bound is a hang guard; the real figure is in BENCHMARKS.md.
     assert 0 <= gap < 5
+
+
+def test_respawn_reports_crash_respawn_spawn_in_order_at_the_times_they_happened(
+    corral: Callable[..., CorralProcess],
+) -> None:
+    """The replacement is asked for before the crash is reported (spawn first, then
+    record), yet the events keep their order, and each carries when it happened."""
+    server = corral("--workers", "1", "--mode", "process")
+    server.wait_ready(1)
+    old = server.live_pids()[0]
+    os.kill(old, signal.SIGKILL)
+    server.wait_event("ready", slot=0, generation=2)
+    kinds = ("crash", "respawn", "spawn")
+    events = [e for e in server.events() if e["event"] in kinds and e["generation"] <= 2][1:]
+    assert [(e["event"], e["generation"]) for e in events] == [
+        ("crash", 1),
+        ("respawn", 1),
+        ("spawn", 2),
+    ]
+    crash, respawn, spawn = events
+    assert crash["seq"] < respawn["seq"] < spawn["seq"]
+    assert crash["monotonic"] <= respawn["monotonic"] <= spawn["monotonic"]
+    # wall_time is derived from two clock reads per event: equal up to their jitter.
+    assert crash["wall_time"] == pytest.approx(respawn["wall_time"], abs=1e-3)
+    assert respawn["wall_time"] <= spawn["wall_time"] + 1e-3
+    assert spawn["pid"] not in (None, old)
+    assert server.get("/").json()["pid"] == spawn["pid"]
 
 
 def test_budget_exhaustion_degrades_and_traffic_moves_to_survivors(

@@ -9,7 +9,7 @@ flat, JSON-ready view that logs and the side port share.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from corral.runtime import WorkerMode
@@ -79,10 +79,18 @@ class LifecycleEvent:
     span_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """Flat JSON-ready view; unset optional fields are left out."""
+        """Flat JSON-ready view; unset optional fields are left out.
+
+        Every field is a scalar, so this reads them directly: ``dataclasses.asdict``
+        deep-copies and took a quarter of each event's cost in the log sink.
+        """
         out: dict[str, Any] = {}
-        for key, value in asdict(self).items():
+        for key in _FIELD_NAMES:
+            value = getattr(self, key)
             if value is None:
                 continue
             out[key] = value.value if isinstance(value, enum.Enum) else value
         return out
+
+
+_FIELD_NAMES = tuple(field.name for field in fields(LifecycleEvent))

@@ -4,6 +4,14 @@ The decisions are ``policy``'s (``SlotBudget.on_failure`` and
 ``after_failure``); this module carries them out and reports each one. When
 a slot runs out of budget, ``policy.escalate`` says whether corral as a whole
 must stop, and with which exit code; the coordinator does the stopping.
+
+Spawn first, then record: an immediate respawn asks the forkserver for the
+replacement *before* the crash is reported, because the reporting (a span, a
+log line, metrics, the feed: about a millisecond per event) would otherwise
+sit between the death and the replacement. The events keep their order
+(``crash``, ``respawn``, ``spawn``) and their times are when each happened:
+the crash and the decision when the supervisor saw the death, the spawn when
+the replacement existed.
 """
 
 from __future__ import annotations
@@ -41,9 +49,6 @@ class Restarts:
     ) -> Escalation | None:
         """Report the failure and take the slot's next step; an escalation stops corral."""
         info = failed.info
-        if not failed.told:
-            self._report(handle, failed)
-        slot.last_exit = info.describe()
         decision = slot.budget.on_failure(now, failed.uptime)
         after = after_failure(
             slot.role_of(handle),
@@ -52,6 +57,11 @@ class Restarts:
             has_current=slot.worker is not None,
             incoming_booting=slot.incoming is not None and slot.incoming is not handle,
         )
+        respawn_now = after.outcome is Outcome.RESPAWN_NOW and not isinstance(decision, GiveUp)
+        replacement = self._spawner.start(slot) if respawn_now else None
+        if not failed.told:
+            self._report(handle, failed, now)
+        slot.last_exit = info.describe()
         if after.abort_roll:
             self._roller.abort(f"replacement for slot {slot.index} failed: {info.describe()}")
         if after.outcome is Outcome.NOTHING:
@@ -61,6 +71,7 @@ class Restarts:
         self._emit(
             EventKind.RESPAWN,
             handle,
+            at=now,
             restart_number=decision.restart_number,
             backoff=decision.delay,
             budget_remaining=decision.budget_remaining,
@@ -68,8 +79,8 @@ class Restarts:
         slot.worker = None
         if after.outcome is Outcome.RESPAWN_LATER:
             slot.respawn_at = now + decision.delay
-        elif after.outcome is Outcome.RESPAWN_NOW:
-            slot.worker = self._spawner.spawn(slot)
+        elif replacement is not None:
+            slot.worker = self._spawner.announce(replacement)
         return None  # AWAIT_INCOMING: the replacement already booting takes the slot
 
     def respawn_due(self, now: float) -> None:
@@ -79,11 +90,12 @@ class Restarts:
                 slot.respawn_at = None
                 slot.worker = self._spawner.spawn(slot)
 
-    def _report(self, handle: WorkerHandle, failed: Failed) -> None:
+    def _report(self, handle: WorkerHandle, failed: Failed, now: float) -> None:
         info, verdict = failed.info, failed.verdict
         self._emit(
             EventKind.EXIT if verdict.kind is ExitClass.CLEAN else EventKind.CRASH,
             handle,
+            at=now,
             exit_code=info.exit_code,
             signal=signal.Signals(info.signal_number).name if info.signal_number else None,
             reason=verdict.reason,

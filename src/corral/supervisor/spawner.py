@@ -11,18 +11,20 @@ any other failure.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import random
 import selectors
 import socket
 import ssl
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 
 import structlog
 
 from corral.appload import ASGIApp
 from corral.config import ServerConfig
+from corral.forkserver_context import WorkerContext
 from corral.handles import ExitInfo, StillbornWorker, WorkerExited, WorkerHandle
 from corral.incarnation import Incarnation, Timing
 from corral.lifecycle.events import EventKind
@@ -39,6 +41,14 @@ log = structlog.get_logger("corral.supervisor")
 
 # Called with a process worker whose sentinel (it died) or events pipe (it spoke) is readable.
 ProcessCallback = Callable[[ProcessWorker], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """An incarnation that runs but is not announced yet, and when it was started."""
+
+    handle: WorkerHandle
+    at: float  # time.monotonic() once the process or thread existed (or failed to)
 
 
 class Spawner:
@@ -76,6 +86,14 @@ class Spawner:
 
     def spawn(self, slot: Slot) -> WorkerHandle:
         """Start the slot's next incarnation and announce it; the caller places it."""
+        return self.announce(self.start(slot))
+
+    def start(self, slot: Slot) -> Started:
+        """Start the slot's next incarnation without a word: ``announce`` must follow.
+
+        Split so that a respawn can ask the forkserver first and report the crash
+        while the replacement boots (``Restarts.on_failed``).
+        """
         slot.generation += 1
         lease = self._request_stats.acquire(slot.index) if self._request_stats else None
         spec = WorkerSpec(
@@ -95,12 +113,17 @@ class Spawner:
             handle = StillbornWorker(spec)
             info = ExitInfo(message=f"could not start: {exc}")
             self._post(WorkerExited(slot.index, slot.generation, info))
+        at = time.monotonic()
         handle.stats_lease = lease
         handle.life = Incarnation.spawned(
             killable=handle.KILLABLE, now=handle.started_monotonic, timing=self._timing
         )
-        self._emitter.emit(EventKind.SPAWN, handle)
-        return handle
+        return Started(handle, at)
+
+    def announce(self, started: Started) -> WorkerHandle:
+        """The ``spawn`` event, stamped with when the incarnation was started."""
+        self._emitter.emit(EventKind.SPAWN, started.handle, at=started.at)
+        return started.handle
 
     def bury(self, handle: WorkerHandle) -> None:
         """Release what a dead (or abandoned) incarnation held."""
@@ -121,9 +144,10 @@ class Spawner:
 
     def _context(self) -> BaseContext:
         """The forkserver context: children fork from a clean, single-threaded server
-        that has uvicorn preloaded, never from this (multi-threaded) process."""
+        that has uvicorn preloaded, never from this (multi-threaded) process, and
+        do not re-run this process's ``__main__`` (see ``forkserver_context``)."""
         if self._ctx is None:
-            ctx = multiprocessing.get_context("forkserver")
+            ctx = WorkerContext()
             # Preloads uvicorn, and makes the forkserver outlive group-wide signals.
             ctx.set_forkserver_preload(["corral.forkserver_init"])
             self._ctx = ctx
