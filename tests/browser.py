@@ -78,8 +78,8 @@ class Browser:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                stderr = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise RuntimeError(f"chromium exited at start: {stderr[-2000:]}")
+                stderr = self._proc.stderr.read() if self._proc.stderr else b""
+                raise RuntimeError(f"chromium exited at start: {stderr[-2000:]!r}")
             with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
                 return int(active.read_text().splitlines()[0])
             time.sleep(0.05)

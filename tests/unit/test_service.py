@@ -14,7 +14,6 @@ import gzip
 import json
 import os
 import random
-import shutil
 import socket
 import ssl
 import subprocess

@@ -32,6 +32,7 @@ from corral.lifecycle.events import EventKind
 from corral.service.page_script import SCRIPT
 from corral.states import STATE_STYLES, SlotState
 
+
 @dataclass(frozen=True, slots=True)
 class Mark:
     """How one kind of lifecycle event is marked on the timeline.

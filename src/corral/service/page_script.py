@@ -169,8 +169,10 @@ function renderSummary(data) {
     ["requests", total.toFixed(1) + "/s"],
     ["restarts in window", String(rows.reduce((n, r) => n + (r.restarts_in_window || 0), 0))],
   ];
-  if (data.budget) {
-    items.push(["budget", data.budget.max_restarts + " per " + seconds(data.budget.window_seconds)]);
+  const budget = data.budget;
+  if (budget) {
+    items.push(["budget",
+      budget.max_restarts + " per " + seconds(budget.window_seconds)]);
   }
   const cards = items.map(([label, value]) => {
     const card = el("div", {class: "card", "data-card": cssKey(label)});
@@ -242,6 +244,7 @@ function renderTable(data) {
 
 const ROW = 34;
 const LEFT = 64;
+const RIGHT = 36;   // room for the last tick's label
 const TOP = 22;
 const SHAPES = {
   cross: (x, y) => `M${x - 5},${y - 5}L${x + 5},${y + 5}M${x - 5},${y + 5}L${x + 5},${y - 5}`,
@@ -269,7 +272,7 @@ function lanes(incs) {
 }
 
 function ticks(from, to, width) {
-  const steps = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+  const steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
   const span = to - from;
   const step = steps.find((s) => span / s <= Math.max(2, width / 90)) || 3600;
   const out = [];
@@ -283,11 +286,13 @@ function renderTimeline() {
   const slots = slotsShown();
   const height = TOP + slots.length * ROW + 4;
   const end = now();
-  let first = end - 60;
+  // The window grows with the history it holds, from 20 s up to max_window.
+  let first = end - 20;
   for (const inc of model.incarnations.values()) first = Math.min(first, inc.start);
-  const span = Math.min(CONFIG.max_window, Math.max(60, (end - first) * 1.05));
+  const span = Math.min(CONFIG.max_window, Math.max(20, (end - first) * 1.04));
   const start = end - span;
-  const x = (t) => LEFT + (Math.max(start, Math.min(end, t)) - start) / span * (width - LEFT - 8);
+  const scale = (width - LEFT - RIGHT) / span;
+  const x = (t) => LEFT + (Math.max(start, Math.min(end, t)) - start) * scale;
   const root = svg("svg", {width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
     "aria-label": "worker incarnations per slot over time", "data-window": span.toFixed(0)});
   for (const t of ticks(start, end, width)) {
@@ -297,7 +302,7 @@ function renderTimeline() {
   const rowOf = new Map(slots.map((slot, i) => [slot, TOP + i * ROW]));
   for (const [slot, y] of rowOf) {
     root.append(svg("text", {class: "slot-label", x: 4, y: y + 20}, "slot " + slot));
-    root.append(svg("line", {class: "row-line", x1: LEFT, x2: width - 8, y1: y + ROW - 1,
+    root.append(svg("line", {class: "row-line", x1: LEFT, x2: width - RIGHT, y1: y + ROW - 1,
       y2: y + ROW - 1}));
   }
   for (const slot of slots) {
