@@ -204,3 +204,37 @@ def _assert_table(browser: Browser, server: CorralProcess) -> None:
         crashed = len(server.events("crash", slot=slot))
         assert budget[slot] == MAX_RESTARTS - crashed, "every crash is within the window"
     assert budget[0] <= MAX_RESTARTS - 2
+
+
+def test_a_hung_thread_shows_as_hung_on_its_bar_then_ready_again(
+    corral: Callable[..., CorralProcess], tmp_path: Path
+) -> None:
+    """Thread mode: a hung thread under ``ignore`` is told at detection and lives on,
+    so its bar turns hung (from the event) and back to ready (from ``/workers``)."""
+    server = corral(
+        "--workers", "2", "--mode", "thread", "--worker-timeout", "1",
+        "--on-hung-thread", "ignore",
+    )  # fmt: skip
+    server.wait_ready(2)
+    with Browser(tmp_path / "profile") as browser:
+        browser.open(server.metrics_url + "/")
+        browser.wait_for("document.getElementById('feed-status').dataset.state === 'live'")
+        ready = len(server.events("ready", slot=1))
+        server.crash_slot("thread", 1)
+        server.wait_event("ready", slot=1, count=ready + 1)
+        threading.Thread(
+            target=lambda: httpx.get(f"{server.base_url}/hang?seconds=5", timeout=30), daemon=True
+        ).start()
+        (hang,) = server.wait_event("crash", reason="hang", timeout=30)
+        bar = f'g.inc[data-slot="{hang["slot"]}"][data-generation="{hang["generation"]}"]'
+        browser.wait_for(f"document.querySelector('{bar} rect[data-state=\"hung\"]') !== null",
+                         what="the hung segment")  # fmt: skip
+        assert _count(browser, f'{bar}[data-end="live"]') == 1, "a hung thread lives on"
+        assert _count(browser, f'g.mark[data-kind="crash:hang"][data-slot="{hang["slot"]}"]') == 1
+        assert _count(browser, 'g.mark[data-kind="crash"][data-slot="1"]') == 1
+        server.wait_for(lambda r: r.get("event") == "hung worker recovered", timeout=30)
+        states = f"[...document.querySelectorAll('{bar} rect')].map(r => r.dataset.state)"
+        browser.wait_for(f"{states}.join().endsWith('hung,ready')", what="ready again")
+        row = f'#worker-{hang["slot"]} td[data-col="%s"]'
+        assert browser.evaluate(f"document.querySelector('{row % 'rss'}').textContent") == "-"
+        assert browser.errors == []
