@@ -65,8 +65,9 @@ def _scenario(server: CorralProcess) -> None:
         server.crash_slot("process", slot)
         server.wait_event("ready", slot=slot, count=ready + 1)
     time.sleep(PACE)
+    hangs = len(server.events("crash", reason="hang"))
     _hang_one_worker(server)
-    (hang,) = server.wait_event("crash", reason="hang", timeout=30)
+    hang = server.wait_event("crash", reason="hang", count=hangs + 1, timeout=30)[-1]
     server.wait_event("respawn", slot=hang["slot"], generation=hang["generation"])
     server.wait_event("ready", slot=hang["slot"], generation=hang["generation"] + 1)
     time.sleep(PACE)
@@ -81,7 +82,7 @@ def test_the_status_page_draws_crashes_a_hang_a_recycle_and_a_reload_live(
     corral: Callable[..., CorralProcess], tmp_path: Path
 ) -> None:
     server = corral(
-        "--workers", "3", "--mode", "process", "--worker-timeout", "1",
+        "--workers", "3", "--mode", "process", "--worker-timeout", "2",
         "--max-requests", "30", "--max-restarts", str(MAX_RESTARTS), "--backoff-base", "0.05",
     )  # fmt: skip
     server.wait_ready(3)
@@ -116,7 +117,8 @@ def _assert_busy(browser: Browser, server: CorralProcess, shot: str | None) -> N
     def traffic() -> None:
         with httpx.Client(base_url=server.base_url, timeout=10) as client:
             while not stop.is_set():
-                client.get("/")
+                with contextlib.suppress(httpx.HTTPError):  # a recycled worker's last request
+                    client.get("/")
                 time.sleep(0.01)
 
     threads = [threading.Thread(target=slow) for _ in range(3)]
@@ -148,12 +150,15 @@ def _side_events(server: CorralProcess) -> list[dict[str, Any]]:
 
 
 def _assert_timeline(browser: Browser, server: CorralProcess) -> None:
-    crashes = [e for e in server.events("crash") if e.get("reason") != "hang"]
-    (hang,) = server.events("crash", reason="hang")
+    # A loaded machine can starve a worker past --worker-timeout: count hangs, do not assume one.
+    crashes = server.events("crash")
+    assert any(crash.get("reason") == "hang" for crash in crashes)
     for slot in range(3):
-        expected = sum(1 for e in crashes if e["slot"] == slot)
-        assert _count(browser, f'g.mark[data-kind="crash"][data-slot="{slot}"]') == expected
-    assert _count(browser, f'g.mark[data-kind="crash:hang"][data-slot="{hang["slot"]}"]') == 1
+        for key, hang in (("crash", False), ("crash:hang", True)):
+            expected = sum(
+                1 for e in crashes if e["slot"] == slot and (e["reason"] == "hang") == hang
+            )
+            assert _count(browser, f'g.mark[data-kind="{key}"][data-slot="{slot}"]') == expected
     assert _count(browser, 'g.mark[data-kind="reload"][data-slot="all"]') == 1
     assert _count(browser, 'g.mark[data-kind="recycle"]') == len(server.events("recycle"))
     for spawn in server.events("spawn"):
@@ -212,7 +217,7 @@ def test_a_hung_thread_shows_as_hung_on_its_bar_then_ready_again(
     """Thread mode: a hung thread under ``ignore`` is told at detection and lives on,
     so its bar turns hung (from the event) and back to ready (from ``/workers``)."""
     server = corral(
-        "--workers", "2", "--mode", "thread", "--worker-timeout", "1",
+        "--workers", "2", "--mode", "thread", "--worker-timeout", "2",
         "--on-hung-thread", "ignore",
     )  # fmt: skip
     server.wait_ready(2)
@@ -235,6 +240,10 @@ def test_a_hung_thread_shows_as_hung_on_its_bar_then_ready_again(
         server.wait_for(lambda r: r.get("event") == "hung worker recovered", timeout=30)
         states = f"[...document.querySelectorAll('{bar} rect')].map(r => r.dataset.state)"
         browser.wait_for(f"{states}.join().endsWith('hung,ready')", what="ready again")
+        workers = server.side("/workers").json()["workers"]
+        assert all(w["rss_bytes"] is None for w in workers), "threads share one process"
+        assert all(w["cpu_seconds"] >= 0 for w in workers), workers
+        assert sum(w["requests"] for w in workers) >= 1, workers
         row = f'#worker-{hang["slot"]} td[data-col="%s"]'
         assert browser.evaluate(f"document.querySelector('{row % 'rss'}').textContent") == "-"
         assert browser.errors == []

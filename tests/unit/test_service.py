@@ -31,11 +31,16 @@ import structlog
 from structlog.typing import EventDict
 
 from corral.errors import BindError, ConfigError, ExitCode
+from corral.metrics import FleetView
+from corral.request_stats.layout import BUCKETS
+from corral.request_stats.pool import SlotRequestStats
 from corral.service import ClientAuth, ServiceSettings, SidePort, WebConfig, load_web_config
 from corral.service.auth import Authenticator
+from corral.service.figures import BudgetLimit, SlotFigures
 from corral.service.http import looks_like_http
 from corral.service.routes import accepts_gzip, parse_seq
 from corral.service.sse import format_event
+from corral.states import SlotState, WorkerStatus
 from tests.browser import Browser
 from tests.unit.service_fakes import OPENMETRICS, PROMETHEUS, FakeSources
 
@@ -1006,3 +1011,35 @@ def test_stop_before_start_releases_the_port(fake: FakeSources) -> None:
         port.start()
     with socket.create_server(address):  # the port is free again
         pass
+
+
+# --- The figures /workers adds for the page ------------------------------------------------
+
+
+def test_slot_figures_read_requests_cpu_and_memory_per_slot() -> None:
+    """Process mode reads the worker's own CPU and RSS; a slot with no live worker
+    has none, and request counts come from the stats snapshot (5xx as errors)."""
+    rows = [
+        WorkerStatus(0, "process", os.getpid(), None, 1, SlotState.READY, 1.0, 0, 5, None),
+        WorkerStatus(1, "process", None, None, 2, SlotState.BACKOFF, None, 1, 4, "SIGKILL"),
+    ]
+    stats = SlotRequestStats(
+        requests={("GET", "2xx"): 7.0, ("GET", "5xx"): 2.0, ("POST", "4xx"): 1.0},
+        bucket_counts=(0.0,) * len(BUCKETS),
+        duration_sum=0.0,
+        duration_count=10.0,
+        in_flight=3.0,
+    )
+    figures = SlotFigures(
+        lambda: FleetView(desired=2, slots=rows), lambda: {0: stats, 1: stats}, threads=False
+    ).read()
+    assert figures[0]["rss_bytes"] is not None
+    assert figures[0]["rss_bytes"] > 1024 * 1024
+    assert figures[0]["cpu_seconds"] is not None
+    assert figures[0]["cpu_seconds"] > 0
+    assert (figures[0]["requests"], figures[0]["errors"], figures[0]["in_flight"]) == (10, 2, 3)
+    assert (figures[1]["cpu_seconds"], figures[1]["rss_bytes"]) == (None, None)
+    without = SlotFigures(lambda: FleetView(desired=2, slots=rows), None, threads=True).read()
+    assert without.get(0, SlotFigures.UNKNOWN)["rss_bytes"] is None, "threads share a process"
+    assert without.get(1, SlotFigures.UNKNOWN)["requests"] is None
+    assert BudgetLimit(5, 60.0).as_dict() == {"max_restarts": 5, "window_seconds": 60.0}

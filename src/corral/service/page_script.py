@@ -20,6 +20,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const MAX_INCARNATIONS = 40;     // per slot
 const MAX_MARKS = 400;
 const MAX_EVENTS = 200;
+const MIN_RATE_SPAN = 1.0;       // seconds between the two readings a rate is taken from
 const ALIVE = new Set(["starting", "ready", "draining", "hung"]);
 const MARKS = new Map(CONFIG.marks.map((m) => [m.key, m]));
 const $ = (id) => document.getElementById(id);
@@ -78,8 +79,9 @@ function incarnation(slot, generation, t) {
 function enter(inc, state, t) {
   if (inc.end !== null) return;
   const last = inc.segments[inc.segments.length - 1];
-  if (last.state === state) return;
-  inc.segments.push({state, from: Math.max(t, last.from)});
+  // A draining worker only ever ends; a snapshot older than the last change is stale.
+  if (last.state === state || last.state === "draining" || t < last.from) return;
+  inc.segments.push({state, from: t});
 }
 function finish(inc, t, ending, reason) {
   if (inc.end !== null) return;
@@ -136,7 +138,8 @@ function rates(data) {
   for (const row of data.workers || []) {
     const before = model.previous.get(row.slot);
     const rate = {requests: null, cpu: null};
-    if (before !== undefined && data.time > before.time) {
+    if (before !== undefined && data.time - before.time < MIN_RATE_SPAN) continue;
+    if (before !== undefined) {
       const dt = data.time - before.time;
       if (row.requests !== null && before.requests !== null && row.requests >= before.requests) {
         rate.requests = (row.requests - before.requests) / dt;
@@ -145,9 +148,6 @@ function rates(data) {
       if (same && row.cpu_seconds !== null && before.cpu_seconds !== null) {
         rate.cpu = Math.max(0, (row.cpu_seconds - before.cpu_seconds) / dt);
       }
-    } else {
-      const prior = model.rates.get(row.slot);
-      if (prior !== undefined) Object.assign(rate, prior);
     }
     model.rates.set(row.slot, rate);
     model.previous.set(row.slot, {time: data.time, generation: row.generation,
