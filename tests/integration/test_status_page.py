@@ -119,7 +119,7 @@ def _assert_busy(browser: Browser, server: CorralProcess, shot: str | None) -> N
             while not stop.is_set():
                 with contextlib.suppress(httpx.HTTPError):  # a recycled worker's last request
                     client.get("/")
-                time.sleep(0.01)
+                time.sleep(0.1)  # gentle: a worker lives long enough to show its CPU
 
     threads = [threading.Thread(target=slow) for _ in range(3)]
     threads.append(threading.Thread(target=traffic))
@@ -134,7 +134,7 @@ def _assert_busy(browser: Browser, server: CorralProcess, shot: str | None) -> N
         browser.wait_for(f"{cells % 'rate'}.some((td) => Number(td.textContent) > 0)",
                          what="a request rate")  # fmt: skip
         if shot:
-            time.sleep(1)
+            browser.wait_for(f"{cells % 'cpu'}.every((td) => td.textContent.endsWith('%'))")
             browser.screenshot(ROOT / shot)
     finally:
         stop.set()

@@ -53,7 +53,7 @@ MARKS: tuple[Mark, ...] = (
     Mark("crash", "cross", "#b00020", "crash"),
     Mark("crash:hang", "cross", "#d35400", "hang (killed)"),
     Mark("force_stop", "bar", "#6a1b9a", "force stop"),
-    Mark("recycle", "circle", "#0b5cad", "recycle"),
+    Mark("recycle", "circle", "#00897b", "recycle"),
     Mark("budget_exhausted", "diamond", "#b00020", "budget exhausted"),
     Mark("reload", "triangle", "#444444", "reload", fleet=True),
 )

@@ -47,7 +47,10 @@ function svg(tag, attrs, text) {
 function clock(t) { return new Date(t * 1000).toLocaleTimeString([], {hour12: false}); }
 function seconds(s) {
   if (s < 60) return s.toFixed(s < 10 ? 1 : 0) + " s";
-  if (s < 3600) return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
+  if (s < 3600) {
+    const rest = Math.round(s % 60);
+    return Math.floor(s / 60) + " min" + (rest ? " " + rest + " s" : "");
+  }
   return (s / 3600).toFixed(1) + " h";
 }
 function bytes(n) {
