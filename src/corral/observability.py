@@ -28,6 +28,7 @@ from corral.metrics import CorralMetrics, SupervisionLimits
 from corral.request_stats.pool import RequestStatsPool
 from corral.runtime import WorkerMode
 from corral.service.auth import load_web_config
+from corral.service.figures import BudgetLimit
 from corral.service.live import LiveSources, SupervisorView, fleet_view
 from corral.service.server import ServiceSettings, SidePort
 from corral.tracing import RecentSpans, build_tracer_provider
@@ -79,6 +80,8 @@ class Observability:
             self.feed,
             spans=self.spans,
             min_ready=cfg.min_ready,
+            budget=BudgetLimit(cfg.max_restarts, cfg.restart_window),
+            request_stats=self.request_stats.snapshot if self.request_stats else None,
         )
         self.side_port = SidePort(settings, sources)
 

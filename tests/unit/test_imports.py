@@ -153,6 +153,7 @@ VOCABULARY_ONLY = [
     "corral.metrics",
     "corral.service",
     "corral.service.live",
+    "corral.service.figures",
     "corral.service.page",
     "corral.service.server",
     "corral.status_client",

@@ -14,7 +14,6 @@ import gzip
 import json
 import os
 import random
-import shutil
 import socket
 import ssl
 import subprocess
@@ -32,11 +31,17 @@ import structlog
 from structlog.typing import EventDict
 
 from corral.errors import BindError, ConfigError, ExitCode
+from corral.metrics import FleetView
+from corral.request_stats.layout import BUCKETS
+from corral.request_stats.pool import SlotRequestStats
 from corral.service import ClientAuth, ServiceSettings, SidePort, WebConfig, load_web_config
 from corral.service.auth import Authenticator
+from corral.service.figures import BudgetLimit, SlotFigures
 from corral.service.http import looks_like_http
 from corral.service.routes import accepts_gzip, parse_seq
 from corral.service.sse import format_event
+from corral.states import SlotState, WorkerStatus
+from tests.browser import Browser
 from tests.unit.service_fakes import OPENMETRICS, PROMETHEUS, FakeSources
 
 Start = Callable[..., SidePort]
@@ -442,30 +447,39 @@ def test_page_embeds_data_safely(serve: Start, fake: FakeSources) -> None:
     port = serve()
     page = httpx.get(port.url + "/").text
     assert hostile not in page
-    assert page.count("</script>") == 4  # the three data blocks and the script
+    assert page.count("</script>") == 3  # the two data blocks and the script
     assert "\\u003c/script\\u003e" in page
 
 
-def test_page_renders_in_headless_chromium(serve: Start, fake: FakeSources, tmp_path: Path) -> None:
-    """The table is drawn by the page's script under CSP, and the page lets
-    ``--virtual-time-budget`` finish (headless browsers poll instead of streaming)."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("chromium is not installed")
-    fake.emit("spawn", slot=0, pid=101)
+def test_page_streams_events_live_in_headless_chromium(
+    serve: Start, fake: FakeSources, tmp_path: Path
+) -> None:
+    """Under its CSP, with no script error, the page draws the table and the
+    timeline from the stream's replay, and then from live events, which
+    headless Chromium receives over SSE like any browser."""
+    t = time.time()
+    fake.workers_value = {**fake.workers_value, "time": t}
+    fake.emit("spawn", slot=0, generation=1, pid=101, wall_time=t - 30, mode="process")
+    fake.emit("ready", slot=0, generation=1, pid=101, wall_time=t - 29, mode="process")
+    fake.emit("crash", slot=0, generation=1, pid=101, wall_time=t - 20, mode="process",
+              reason="signal", signal="SIGKILL")  # fmt: skip
     port = serve()
-    result = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000",
-         "--dump-dom", port.url + "/"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    dom = result.stdout
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert 'data-slot="0" data-state="ready"' in dom
-    assert 'data-slot="1" data-state="starting"' in dom
-    assert 'data-seq="1"' in dom  # the event feed, polled
-    assert "desired workers 2" in dom
+    with Browser(tmp_path / "profile") as browser:
+        browser.open(port.url + "/")
+        browser.wait_for("document.getElementById('feed-status').textContent === 'live'")
+        assert browser.evaluate("document.querySelector('#summary').textContent").startswith(
+            "1 of 2ready"
+        )
+        rows = "[...document.querySelectorAll('#workers tbody tr')].map(r => r.dataset.state)"
+        assert browser.evaluate(rows) == ["ready", "starting"]
+        browser.wait_for("document.querySelector('g.mark[data-kind=\"crash\"]') !== null")
+        ended = "[...document.querySelectorAll('g.inc')].map(g => g.dataset.slot + g.dataset.end)"
+        assert "0crash" in browser.evaluate(ended)
+        fake.emit("reload", wall_time=time.time(), mode="process", message="rolling restart")
+        browser.wait_for("document.querySelector('g.mark[data-kind=\"reload\"]') !== null",
+                         what="a live event to reach the timeline")  # fmt: skip
+        assert browser.evaluate("document.getElementById('events').children.length") == 4
+        assert browser.errors == []
 
 
 # --- Server-Sent Events -------------------------------------------------------------------
@@ -997,3 +1011,35 @@ def test_stop_before_start_releases_the_port(fake: FakeSources) -> None:
         port.start()
     with socket.create_server(address):  # the port is free again
         pass
+
+
+# --- The figures /workers adds for the page ------------------------------------------------
+
+
+def test_slot_figures_read_requests_cpu_and_memory_per_slot() -> None:
+    """Process mode reads the worker's own CPU and RSS; a slot with no live worker
+    has none, and request counts come from the stats snapshot (5xx as errors)."""
+    rows = [
+        WorkerStatus(0, "process", os.getpid(), None, 1, SlotState.READY, 1.0, 0, 5, None),
+        WorkerStatus(1, "process", None, None, 2, SlotState.BACKOFF, None, 1, 4, "SIGKILL"),
+    ]
+    stats = SlotRequestStats(
+        requests={("GET", "2xx"): 7.0, ("GET", "5xx"): 2.0, ("POST", "4xx"): 1.0},
+        bucket_counts=(0.0,) * len(BUCKETS),
+        duration_sum=0.0,
+        duration_count=10.0,
+        in_flight=3.0,
+    )
+    figures = SlotFigures(
+        lambda: FleetView(desired=2, slots=rows), lambda: {0: stats, 1: stats}, threads=False
+    ).read()
+    assert figures[0]["rss_bytes"] is not None
+    assert figures[0]["rss_bytes"] > 1024 * 1024
+    assert figures[0]["cpu_seconds"] is not None
+    assert figures[0]["cpu_seconds"] > 0
+    assert (figures[0]["requests"], figures[0]["errors"], figures[0]["in_flight"]) == (10, 2, 3)
+    assert (figures[1]["cpu_seconds"], figures[1]["rss_bytes"]) == (None, None)
+    without = SlotFigures(lambda: FleetView(desired=2, slots=rows), None, threads=True).read()
+    assert without.get(0, SlotFigures.UNKNOWN)["rss_bytes"] is None, "threads share a process"
+    assert without.get(1, SlotFigures.UNKNOWN)["requests"] is None
+    assert BudgetLimit(5, 60.0).as_dict() == {"max_restarts": 5, "window_seconds": 60.0}

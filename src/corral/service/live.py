@@ -8,12 +8,14 @@ directly and never waits on a worker.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 from corral.lifecycle.collector import LifecycleCollector
 from corral.lifecycle.feed import EventCallback, EventFeed
 from corral.metrics import CorralMetrics, FleetView
-from corral.runtime import ModeDecision
+from corral.runtime import ModeDecision, WorkerMode
+from corral.service.figures import BudgetLimit, RequestSnapshot, SlotFigures
 from corral.service.sources import (
     MetricsPayload,
     Readiness,
@@ -61,8 +63,13 @@ class LiveSources:
         *,
         spans: RecentSpans | None,
         min_ready: int | None,
+        budget: BudgetLimit | None = None,
+        request_stats: RequestSnapshot | None = None,
     ) -> None:
         self._supervisor = supervisor
+        self._budget = budget
+        threads = supervisor.mode_decision.mode is WorkerMode.THREAD
+        self._figures = SlotFigures(lambda: fleet_view(supervisor), request_stats, threads=threads)
         self._collector = collector
         self._metrics = metrics
         self._feed = feed
@@ -91,12 +98,21 @@ class LiveSources:
 
     def workers(self) -> dict[str, Any]:
         decision = self._supervisor.mode_decision
+        figures = self._figures.read()
+        rows = []
+        for status in self._supervisor.status():
+            row = _row(status.as_dict())
+            row.update(figures.get(status.slot, SlotFigures.UNKNOWN))
+            rows.append(row)
         return {
             "mode": decision.mode.value,
             "gil_enabled": decision.gil_enabled,
             "phase": self._supervisor.phase.value,
             "desired": self._supervisor.worker_count,
-            "workers": [_row(row.as_dict()) for row in self._supervisor.status()],
+            # The server's clock, so a page on another machine can place events on its timeline.
+            "time": time.time(),
+            "budget": self._budget.as_dict() if self._budget is not None else None,
+            "workers": rows,
         }
 
     def events(self, since: int) -> list[dict[str, Any]]:

@@ -1,20 +1,22 @@
 """The status page at ``/``: one self-contained HTML document, no external assets.
 
-The worker table is drawn by the page's script from a JSON snapshot embedded
-in the document, before the ``load`` event, so even a browser that dumps the
-DOM right after loading (``chromium --headless --dump-dom``) shows one
-``<tr data-slot="N">`` per worker in ``<table id="workers">``. After that the
-script refetches ``/workers`` whenever ``/events?follow=1`` delivers an event,
-and every few seconds in case an event was missed.
+What an operator sees: a timeline per slot (each incarnation a bar from spawn
+to exit, coloured by state, with crashes, hangs, recycles and reloads marked),
+then the worker table (request rate, in-flight, CPU, RSS, budget left against
+the limit), then the raw event feed. The script is in ``page_script``.
 
-Headless Chromium polls ``/events?since=N`` instead of holding the stream
-open: ``--virtual-time-budget`` waits for every open request, so with the
-stream open ``chromium --headless --virtual-time-budget=... --dump-dom``
-would never finish. ``/?live=1`` forces the stream, ``/?live=0`` polling.
+The first snapshot is embedded as JSON and drawn before ``load``, so even
+``chromium --headless --dump-dom`` shows one ``<tr data-slot="N">`` per
+worker. Then the page holds ``/events?follow=1&since=0`` open: the stream
+replays recent events (the timeline's history) and goes on live, headless
+browsers included. ``/?live=0`` polls ``/events?since=N`` instead. Tests drive
+Chromium over the DevTools protocol, where an open stream is no obstacle
+(``--virtual-time-budget`` would wait for it forever).
 
 The script and style are constants, so the Content-Security-Policy allows
 exactly them by hash and nothing else: no inline handlers, no foreign hosts.
-Data reaches the DOM through ``textContent`` only.
+Data reaches the DOM through ``textContent`` and attributes only; the
+marker and state tables are embedded as JSON, which needs no hash.
 """
 
 from __future__ import annotations
@@ -22,152 +24,107 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from corral.lifecycle.events import EventKind
-from corral.states import STATE_STYLES
+from corral.service.page_script import SCRIPT
+from corral.states import STATE_STYLES, SlotState
 
-_STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.3em; margin: 0 0 .3em; }
-#summary { color: #555; margin-bottom: 1em; }
-table { border-collapse: collapse; margin-bottom: 1.5em; }
-th, td { border-bottom: 1px solid #ddd; padding: .25em .8em; text-align: left; }
-th { background: #f4f4f4; }
-td[data-col="state"] { font-weight: 600; }
-#feed-status { color: #555; font-size: .9em; }
-#events { font-family: ui-monospace, monospace; font-size: 12px; list-style: none; padding: 0; }
-#events li { border-bottom: 1px solid #eee; padding: .15em 0; }
-""" + "".join(  # one colour per state, the same table `corral status` colours from
-    f'tr.state-{state.value} td[data-col="state"] {{ color: {style.css}; }}\n'
-    for state, style in STATE_STYLES.items()
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """How one kind of lifecycle event is marked on the timeline.
+
+    ``key`` is an event kind, or ``kind:reason`` for a crash reason drawn
+    apart; ``fleet`` marks are drawn across every slot (they have no slot).
+    """
+
+    key: str
+    shape: str  # one of the script's SHAPES: cross, diamond, triangle, circle, bar
+    css: str
+    label: str
+    fleet: bool = False
+
+
+# The timeline's markers: a new kind of marker is one line here.
+MARKS: tuple[Mark, ...] = (
+    Mark("crash", "cross", "#b00020", "crash"),
+    Mark("crash:hang", "cross", "#d35400", "hang (killed)"),
+    Mark("force_stop", "bar", "#6a1b9a", "force stop"),
+    Mark("recycle", "circle", "#00897b", "recycle"),
+    Mark("budget_exhausted", "diamond", "#b00020", "budget exhausted"),
+    Mark("reload", "triangle", "#444444", "reload", fleet=True),
 )
 
-# Kept free of "</" so it cannot end the <script> element early.
-_SCRIPT = """
-"use strict";
-const KINDS = JSON.parse(document.getElementById("kinds").textContent);
-const LABELS = JSON.parse(document.getElementById("state-labels").textContent);
-const COLUMNS = [
-  ["slot", "slot"], ["state", "state"], ["pid", "pid"], ["thread_id", "thread"],
-  ["generation", "generation"], ["restarts_in_window", "restarts"],
-  ["budget_remaining", "budget left"], ["started_at", "started"], ["last_exit", "last exit"],
-];
-const table = document.getElementById("workers");
-const summary = document.getElementById("summary");
-const feed = document.getElementById("events");
-const feedStatus = document.getElementById("feed-status");
+# Slot states drawn as a bar segment; the others (backoff, exhausted, stopped) are gaps.
+_TIMELINE_STATES = frozenset(
+    {SlotState.STARTING, SlotState.READY, SlotState.DRAINING, SlotState.HUNG}
+)
+# The timeline shows at most this much history, however old the first event is.
+MAX_WINDOW_SECONDS = 15 * 60
+REFRESH_MS = 2000
 
-function text(value, key) {
-  if (value === null || value === undefined) return "-";
-  if (key === "started_at" && typeof value === "number") {
-    return new Date(value * 1000).toLocaleTimeString();
-  }
-  if (typeof value === "object") return JSON.stringify(value);
-  return String(value);
-}
 
-function render(data) {
-  const parts = ["mode " + text(data.mode), "GIL " + (data.gil_enabled ? "enabled" : "disabled"),
-    "desired workers " + text(data.desired)];
-  if (data.phase !== undefined) parts.push("supervisor " + text(data.phase));
-  summary.textContent = parts.join(" | ");
-  const head = document.createElement("tr");
-  for (const [, label] of COLUMNS) {
-    const th = document.createElement("th");
-    th.textContent = label;
-    head.appendChild(th);
-  }
-  table.tHead.replaceChildren(head);
-  const rows = (data.workers || []).map((worker) => {
-    const tr = document.createElement("tr");
-    tr.id = "worker-" + worker.slot;
-    tr.dataset.slot = String(worker.slot);
-    tr.dataset.state = String(worker.state);
-    tr.className = "state-" + String(worker.state);
-    for (const [key] of COLUMNS) {
-      const td = document.createElement("td");
-      td.dataset.col = key;
-      td.textContent = key === "state" && LABELS[worker.state] ?
-        LABELS[worker.state] : text(worker[key], key);
-      tr.appendChild(td);
-    }
-    return tr;
-  });
-  table.tBodies[0].replaceChildren(...rows);
-}
+def _css_key(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", key)
 
-let refreshing = null;
-async function refresh() {
-  try {
-    const response = await fetch("workers", {cache: "no-store", credentials: "same-origin"});
-    if (response.ok) render(await response.json());
-  } catch (err) {
-    summary.textContent = "cannot reach /workers";
-  }
-}
-function refreshSoon() {
-  if (refreshing !== null) return;
-  refreshing = setTimeout(() => { refreshing = null; refresh(); }, 200);
-}
 
-let lastSeq = 0;
-function show(event) {
-  if (typeof event.seq === "number") {
-    if (event.seq <= lastSeq) return false;
-    lastSeq = event.seq;
-  }
-  const li = document.createElement("li");
-  const when = typeof event.wall_time === "number" ?
-    new Date(event.wall_time * 1000).toLocaleTimeString() : "";
-  const parts = ["#" + text(event.seq), when, text(event.kind)];
-  if (event.slot !== undefined) parts.push("slot " + event.slot);
-  if (event.pid !== undefined) parts.push("pid " + event.pid);
-  if (event.message !== undefined) parts.push(text(event.message));
-  li.textContent = parts.join("  ");
-  li.dataset.seq = text(event.seq);
-  feed.prepend(li);
-  while (feed.children.length > 200) feed.lastElementChild.remove();
-  return true;
-}
-
-function onMessage(message) {
-  let event;
-  try { event = JSON.parse(message.data); } catch (err) { return; }
-  if (show(event)) refreshSoon();
-}
-
-async function poll() {
-  try {
-    const response = await fetch("events?since=" + lastSeq, {cache: "no-store"});
-    if (!response.ok) return;
-    let changed = false;
-    for (const event of await response.json()) changed = show(event) || changed;
-    if (changed) refreshSoon();
-  } catch (err) {
-    feedStatus.textContent = "cannot reach /events";
-  }
-}
-
-render(JSON.parse(document.getElementById("initial").textContent));
-// Headless Chromium's --virtual-time-budget waits for every open request, so
-// an open stream would keep it from ever finishing: headless browsers poll
-// /events instead. "?live=1" forces the stream, "?live=0" forces polling.
-const mode = new URLSearchParams(location.search).get("live");
-const headless = /HeadlessChrome/.test(navigator.userAgent);
-if (mode !== "0" && typeof EventSource === "function" && (mode === "1" || !headless)) {
-  const source = new EventSource("events?follow=1");
-  for (const kind of KINDS) source.addEventListener(kind, onMessage);
-  source.onmessage = onMessage;
-  source.onopen = () => { feedStatus.textContent = "live"; };
-  source.onerror = () => { feedStatus.textContent = "reconnecting..."; };
-} else {
-  feedStatus.textContent = "polling";
-  poll();
-  setInterval(poll, 5000);
-}
-setInterval(refresh, 5000);
+_STYLE = (
+    """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2329; background: #f5f6f8; }
+header { display: flex; align-items: baseline; gap: 1em; padding: .8em 1.5em;
+  background: #1d2329; color: #fff; }
+header h1 { font-size: 1.2em; margin: 0; }
+#feed-status { font-size: .85em; padding: .1em .6em; border-radius: 1em; background: #555; }
+#feed-status[data-state="live"] { background: #176f2c; }
+#feed-status[data-state="reconnecting"] { background: #b00020; }
+main { padding: 1em 1.5em; }
+section { background: #fff; border: 1px solid #dde1e6; border-radius: 6px;
+  padding: .6em 1em 1em; margin-bottom: 1em; }
+h2 { font-size: 1em; margin: .2em 0 .6em; color: #444; }
+#summary { display: flex; flex-wrap: wrap; gap: .8em; margin-bottom: 1em; }
+.card { background: #fff; border: 1px solid #dde1e6; border-radius: 6px; padding: .4em .9em;
+  min-width: 7em; }
+.card .value { display: block; font-size: 1.3em; font-weight: 600; }
+.card .label { color: #667; font-size: .8em; }
+#legend { display: flex; flex-wrap: wrap; gap: 1em; font-size: .85em; color: #444;
+  margin-bottom: .4em; }
+.legend-item { display: inline-flex; align-items: center; gap: .3em; }
+#timeline svg { display: block; }
+.tick { stroke: #e6e8eb; }
+.tick-label { font-size: 10px; fill: #778; text-anchor: middle; }
+.slot-label { font-size: 12px; fill: #333; }
+.row-line { stroke: #f0f1f3; }
+.mark path { stroke-width: 2; }
+.fleet-line { stroke-dasharray: 3 3; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid #e6e8eb; padding: .3em .7em; text-align: left; }
+th { color: #556; font-weight: 600; font-size: .85em; }
+td[data-col="rate"], td[data-col="in_flight"], td[data-col="cpu"], td[data-col="rss"] {
+  font-variant-numeric: tabular-nums; }
+.badge { font-weight: 600; padding: .05em .5em; border-radius: .8em; color: #fff; }
+.budget { display: inline-flex; align-items: center; gap: .4em; }
+meter { width: 5em; }
+#events { font-family: ui-monospace, monospace; font-size: 12px; list-style: none; padding: 0;
+  margin: 0; max-height: 18em; overflow-y: auto; }
+#events li { border-bottom: 1px solid #f0f1f3; padding: .15em 0; }
 """
+    # One colour per state, the same table `corral status` colours from.
+    + "".join(
+        f".state-{state.value} .badge, .badge.state-{state.value} "
+        f"{{ background: {style.css}; }}\n"
+        f".seg.state-{state.value} {{ fill: {style.css}; }}\n"
+        for state, style in STATE_STYLES.items()
+    )
+    + "".join(
+        f".mark-{_css_key(mark.key)} path, .mark-{_css_key(mark.key)} line "
+        f"{{ stroke: {mark.css}; fill: {mark.css}; }}\n"
+        f"#events li.kind-{_css_key(mark.key.partition(':')[0])} {{ color: {mark.css}; }}\n"
+        for mark in MARKS
+    )
+)
 
 _TEMPLATE = """<!doctype html>
 <html lang="en">
@@ -178,14 +135,16 @@ _TEMPLATE = """<!doctype html>
 <style>{style}</style>
 </head>
 <body>
-<h1>corral workers</h1>
+<header><h1>corral</h1><span id="feed-status">connecting...</span></header>
+<main>
 <div id="summary"></div>
-<table id="workers"><thead></thead><tbody></tbody></table>
-<h2>Lifecycle events <span id="feed-status">connecting...</span></h2>
-<ul id="events"></ul>
+<section><h2>Incarnations per slot</h2><div id="legend"></div><div id="timeline"></div></section>
+<section><h2>Workers</h2>
+<table id="workers"><thead></thead><tbody></tbody></table></section>
+<section><h2>Lifecycle events</h2><ul id="events"></ul></section>
+</main>
 <script type="application/json" id="initial">{initial}</script>
-<script type="application/json" id="kinds">{kinds}</script>
-<script type="application/json" id="state-labels">{labels}</script>
+<script type="application/json" id="config">{config}</script>
 <script>{script}</script>
 </body>
 </html>
@@ -200,7 +159,7 @@ def _sha256(source: str) -> str:
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'none'",
-        f"script-src {_sha256(_SCRIPT)}",
+        f"script-src {_sha256(SCRIPT)}",
         f"style-src {_sha256(_STYLE)}",
         "connect-src 'self'",
         "base-uri 'none'",
@@ -222,14 +181,27 @@ def _embed(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def page_config() -> dict[str, Any]:
+    """The tables the script draws from (embedded as JSON, so they need no CSP hash)."""
+    return {
+        "kinds": [kind.value for kind in EventKind],
+        "states": {
+            state.value: {"label": style.label, "timeline": state in _TIMELINE_STATES}
+            for state, style in STATE_STYLES.items()
+        },
+        "marks": [
+            {"key": m.key, "shape": m.shape, "label": m.label, "fleet": m.fleet} for m in MARKS
+        ],
+        "max_window": MAX_WINDOW_SECONDS,
+        "refresh_ms": REFRESH_MS,
+    }
+
+
 def render_page(workers: dict[str, Any]) -> bytes:
     """The page with ``workers`` (the ``/workers`` JSON) as its first snapshot."""
-    kinds = [kind.value for kind in EventKind]
-    labels = {state.value: style.label for state, style in STATE_STYLES.items()}
     return _TEMPLATE.format(
         style=_STYLE,
-        script=_SCRIPT,
+        script=SCRIPT,
         initial=_embed(workers),
-        kinds=_embed(kinds),
-        labels=_embed(labels),
+        config=_embed(page_config()),
     ).encode("utf-8")
