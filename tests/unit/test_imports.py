@@ -136,7 +136,8 @@ def find_cycle() -> list[str] | None:
 def test_the_graph_is_read() -> None:
     assert "corral.supervisor.core" in imports_of("corral.supervisor")
     assert "corral.incarnation" in reachable("corral.supervisor")
-    assert "corral.status_client" in imports_of("corral.cli")
+    assert "corral.cli_status" in imports_of("corral.cli")
+    assert "corral.status_client" in imports_of("corral.cli_status")
 
 
 def test_no_import_cycle_between_corral_modules() -> None:
@@ -157,6 +158,8 @@ VOCABULARY_ONLY = [
     "corral.service.page",
     "corral.service.server",
     "corral.status_client",
+    "corral.status_watch",
+    "corral.cli_status",
     "corral.lifecycle",
     "corral.observability",
 ]

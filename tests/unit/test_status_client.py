@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.cli import status
+from corral.cli_status import status
 from corral.config_sources import OTHER_CORRAL_VARIABLES
 from corral.errors import ExitCode
 from corral.status_client import (
