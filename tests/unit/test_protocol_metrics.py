@@ -23,6 +23,7 @@ import uvicorn
 
 from corral.config import HttpImpl, ServerConfig
 from corral.config_choices import Lifespan, WebSocketLibrary
+from corral.http_protocol import with_request_metrics
 from corral.request_stats.layout import STATUS_CLASSES
 from corral.request_stats.pool import RequestStatsPool
 from corral.request_stats.recorder import RequestRecorder, open_recorder
@@ -345,6 +346,33 @@ def test_a_limit_concurrency_503_is_counted(
 
     asyncio.run(scenario())
     assert pool.snapshot()[0].requests == {**_zeros(), ("GET", "2xx"): 1.0, ("GET", "5xx"): 1.0}
+
+
+def test_a_wsgi_app_is_counted_like_an_asgi_one(
+    pool: RequestStatsPool, recorder: RequestRecorder, http: HttpImpl
+) -> None:
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        status = "404 Not Found" if environ["PATH_INFO"] == "/missing" else "200 OK"
+        start_response(status, [("content-type", "text/plain")])
+        return [b"ok"]
+
+    async def scenario() -> None:
+        async with _serving(wsgi, recorder, http) as served:  # type: ignore[arg-type]
+            for path in ("/", "/missing", "/"):
+                await served.exchange(_request("POST", path))
+            await _eventually(lambda: pool.snapshot()[0].duration_count == 3.0)
+
+    asyncio.run(scenario())
+    stats = pool.snapshot()[0]
+    assert stats.requests == {**_zeros("POST"), ("POST", "2xx"): 2.0, ("POST", "4xx"): 1.0}
+    assert stats.in_flight == 0.0
+
+
+def test_a_protocol_that_is_not_uvicorns_is_refused_at_worker_start(
+    recorder: RequestRecorder,
+) -> None:
+    with pytest.raises(TypeError, match="not one of uvicorn's HTTP protocol classes"):
+        with_request_metrics(asyncio.Protocol, recorder.cells)
 
 
 def test_without_a_recorder_uvicorns_cycle_is_untouched(http: HttpImpl) -> None:
