@@ -81,8 +81,8 @@ def metered_cycle(
     base_send: Callable[[Any, Any], Coroutine[Any, Any, None]] = send_method
 
     def send(self: Any, message: Any) -> Coroutine[Any, Any, None]:
-        if message["type"] == "http.response.start":
-            self._corral_status = message["status"]
+        if message["type"] == "http.response.start" and not self.response_started:
+            self._corral_status = message["status"]  # a second start is the app's error
         return base_send(self, message)
 
     def set_on_response(self: Any, callback: Callable[[], None]) -> None:
