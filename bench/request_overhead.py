@@ -22,12 +22,27 @@ Each round times every variant over ``--calls`` requests, in a rotating order;
 the added cost is ``variant - bare`` within a round, and the report is the
 median over rounds.
 
+corral's workers no longer use the middleware: the request cycle counts
+itself (``request_stats.cycle``). A second table times that where it runs,
+inside uvicorn's httptools ``RequestResponseCycle``, each request making its
+cycle and running ``run_asgi`` to the end over a fake transport, so uvicorn's
+own per-request work is in every variant:
+
+* ``uvicorn cycle``: uvicorn's cycle, the app unwrapped, the baseline;
+* ``cycle + middleware``: uvicorn's cycle running the app wrapped in
+  ``RequestMetricsMiddleware`` (what corral's workers did before);
+* ``metered cycle``: corral's counting subclass of the cycle (what they do now).
+
+Times are this thread's CPU time per request (``time.thread_time_ns``), so
+other processes on a shared machine do not count; they still share its caches.
+
 Run with ``.venv/bin/python bench/request_overhead.py [--calls N] [--rounds R] [--json]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import json
 import os
@@ -45,6 +60,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
+from corral.request_stats.cycle import metered_cycle
 from corral.request_stats.layout import METHODS, STATUS_CLASSES
 from corral.request_stats.pool import RequestStatsPool
 from corral.request_stats.recorder import RequestMetricsMiddleware, RequestRecorder, open_recorder
@@ -82,11 +98,17 @@ async def fake_send(message: Message) -> None:
     return None
 
 
+# This thread's CPU time, not the wall clock: on a shared machine the wall clock
+# also counts the turns other processes take on the CPU, which swamps the
+# difference of a few hundred nanoseconds this bench is after.
+_cpu_ns = time.thread_time_ns
+
+
 def time_calls(app: App, calls: int) -> float:
     """Nanoseconds per request: each call's coroutine runs to completion in one step."""
     scope: Scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
     receive, send = fake_receive, fake_send
-    begin = time.perf_counter_ns()
+    begin = _cpu_ns()
     for _ in range(calls):
         coroutine = app(scope, receive, send)
         try:
@@ -94,7 +116,7 @@ def time_calls(app: App, calls: int) -> float:
         except StopIteration:
             continue
         raise RuntimeError("the app suspended; the fake receive/send never should")
-    return (time.perf_counter_ns() - begin) / calls
+    return (_cpu_ns() - begin) / calls
 
 
 # --- A straightforward prometheus_client middleware ---------------------------------
@@ -238,23 +260,127 @@ def _measure(
         "prom-multiproc": PromMiddleware(hello, prom_metrics(multiprocess=True)),
         "prom-normal": PromMiddleware(hello, prom_metrics(multiprocess=False)),
     }
-    names = list(variants)
+    samples = _alternate(
+        {name: functools.partial(time_calls, app) for name, app in variants.items()},
+        calls,
+        rounds,
+    )
+    results = _results(samples, "bare")
+    checks: dict[str, Any] = {"corral_expected": max(1, calls // 10) + calls * rounds}
+    return results, checks
+
+
+# --- Inside uvicorn's request cycle ----------------------------------------------------
+
+
+class _Transport:
+    """Enough of an asyncio transport for uvicorn's cycle: writes go nowhere."""
+
+    def write(self, data: bytes) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class _Flow:
+    write_paused = False
+
+    def resume_reading(self) -> None:
+        return None
+
+
+def _on_response() -> None:
+    return None
+
+
+def time_cycles(cycle_class: type, app: App, calls: int) -> float:
+    """Nanoseconds per request: make a cycle as httptools' protocol does, run it to the end."""
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    logger = logging.getLogger("bench.request_overhead")
+    transport, flow = _Transport(), _Flow()
+    scope: Scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    begin = _cpu_ns()
+    for _ in range(calls):
+        event = asyncio.Event()
+        event.set()  # the request body is all there: receive() never suspends
+        cycle = cycle_class(
+            scope=scope,
+            transport=transport,
+            flow=flow,
+            logger=logger,
+            access_logger=logger,
+            access_log=False,
+            default_headers=[],
+            message_event=event,
+            expect_100_continue=False,
+            keep_alive=True,
+            on_response=_on_response,
+        )
+        cycle.more_body = False
+        coroutine = cycle.run_asgi(app)
+        try:
+            coroutine.send(None)
+        except StopIteration:
+            continue
+        raise RuntimeError("the cycle suspended; the fake transport never should")
+    return (_cpu_ns() - begin) / calls
+
+
+def measure_cycle(calls: int, rounds: int) -> tuple[list[Result], dict[str, Any]] | None:
+    """The second table; ``None`` where httptools (uvicorn's fast protocol) is missing."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import RequestResponseCycle  # noqa: PLC0415
+    except ImportError:
+        return None
+    with RequestStatsPool() as pool:
+        lease = pool.acquire(0)
+        with open_recorder(lease.path) as recorder:
+            variants: dict[str, tuple[type, App]] = {
+                "uvicorn cycle": (RequestResponseCycle, hello),
+                "cycle + middleware": (
+                    RequestResponseCycle,
+                    RequestMetricsMiddleware(hello, recorder),
+                ),
+                "metered cycle": (metered_cycle(RequestResponseCycle, recorder.cells), hello),
+            }
+            samples = _alternate(
+                {name: functools.partial(time_cycles, *v) for name, v in variants.items()},
+                calls,
+                rounds,
+            )
+            counted = pool.snapshot()[0].duration_count
+    expected = 2 * (max(1, calls // 10) + calls * rounds)  # the middleware and the metered cycle
+    results = _results(samples, "uvicorn cycle")
+    return results, {"cycle_counted": counted, "cycle_expected": expected}
+
+
+def _alternate(
+    timers: dict[str, Callable[[int], float]], calls: int, rounds: int
+) -> dict[str, list[float]]:
+    names = list(timers)
     for name in names:  # warm up: specialise the bytecode, fault in the pages
-        time_calls(variants[name], max(1, calls // 10))
+        timers[name](max(1, calls // 10))
     samples: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].append(time_calls(variants[name], calls))
+            samples[name].append(timers[name](calls))
+    return samples
+
+
+def _results(samples: dict[str, list[float]], baseline: str) -> list[Result]:
     results = []
-    for name in names:
-        added = statistics.median(
-            s - b for s, b in zip(samples[name], samples["bare"], strict=True)
-        )
-        median = statistics.median(samples[name])
+    for name, times in samples.items():
+        added = statistics.median(s - b for s, b in zip(times, samples[baseline], strict=True))
+        median = statistics.median(times)
         results.append(Result(name, median, added, added / 1000.0, added / 600.0))
-    checks: dict[str, Any] = {"corral_expected": max(1, calls // 10) + calls * rounds}
-    return results, checks
+    return results
 
 
 def environment(calls: int, rounds: int) -> dict[str, Any]:
@@ -275,11 +401,11 @@ def render(results: list[Result], env: dict[str, Any]) -> str:
         f"{env['machine']}, {env['cpus']} CPUs, prometheus_client {env['prometheus_client']}; "
         f"{env['calls']} calls x {env['rounds']} rounds, medians",
         "",
-        f"{'variant':<16}{'ns/request':>12}{'added ns':>10}{'% of 100 µs':>13}{'% of 60 µs':>12}",
+        f"{'variant':<20}{'ns/request':>12}{'added ns':>10}{'% of 100 µs':>13}{'% of 60 µs':>12}",
     ]
     for r in results:
         lines.append(
-            f"{r.variant:<16}{r.ns_per_request:>12.0f}{r.added_ns:>10.0f}"
+            f"{r.variant:<20}{r.ns_per_request:>12.0f}{r.added_ns:>10.0f}"
             f"{r.added_pct_of_100us:>12.2f}%{r.added_pct_of_60us:>11.2f}%"
         )
     return "\n".join(lines)
@@ -296,20 +422,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results, checks = measure(args.calls, args.rounds)
+    cycle = measure_cycle(args.calls, args.rounds)
     env = environment(args.calls, args.rounds)
     if checks["corral_counted"] != checks["corral_expected"]:
         print(f"corral's count is wrong: {checks}", file=sys.stderr)
         return 1
+    if cycle is not None and cycle[1]["cycle_counted"] != cycle[1]["cycle_expected"]:
+        print(f"the cycle's count is wrong: {cycle[1]}", file=sys.stderr)
+        return 1
     if args.json:
-        document = {"environment": env, "results": [asdict(r) for r in results], "checks": checks}
+        document: dict[str, Any] = {
+            "environment": env,
+            "results": [asdict(r) for r in results],
+            "checks": checks,
+        }
+        if cycle is not None:
+            document["cycle_results"] = [asdict(r) for r in cycle[0]]
+            document["cycle_checks"] = cycle[1]
         print(json.dumps(document, indent=2))
     else:
+        print("The app called directly (`corral` is the middleware corral's workers used before):")
         print(render(results, env))
         print(
             f"\nchecks: corral counted {checks['corral_counted']:.0f} requests "
             f"(expected {checks['corral_expected']}); "
             f"prometheus multiprocess files: {', '.join(checks['prom_multiproc_files'])}"
         )
+        if cycle is not None:
+            print("\nInside uvicorn's httptools request cycle (the cycle made per request):")
+            print(render(cycle[0], env))
     return 0
 
 

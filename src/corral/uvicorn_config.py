@@ -19,9 +19,10 @@ import uvicorn
 from corral.appload import ASGIApp
 from corral.config import ServerConfig
 from corral.config_choices import Interface
-from corral.http_protocol import with_fresh_connection_grace
+from corral.http_protocol import with_fresh_connection_grace, with_request_metrics
 from corral.interface import adapt, decide_interface
-from corral.websocket import with_going_away
+from corral.request_stats.recorder import RequestRecorder
+from corral.websocket import with_going_away, with_websocket_metrics
 
 
 class CorralUvicornConfig(uvicorn.Config):
@@ -39,12 +40,17 @@ class Serving:
 
 
 def build_uvicorn_config(
-    cfg: ServerConfig, app: ASGIApp, ssl_context: ssl.SSLContext | None = None
+    cfg: ServerConfig,
+    app: ASGIApp,
+    ssl_context: ssl.SSLContext | None = None,
+    recorder: RequestRecorder | None = None,
 ) -> Serving:
     """A loaded uvicorn config for ``app`` (adapted to its interface: a WSGI app runs
     through a2wsgi). Its HTTP protocol keeps fresh connections through a drain
     (``http_protocol``), whichever of h11 and httptools it is, and its WebSocket
-    protocol closes with 1001 on a drain (``websocket``)."""
+    protocol closes with 1001 on a drain (``websocket``). With a ``recorder``,
+    both protocols count requests and WebSockets into its block, inside uvicorn's
+    request handling: the app is served unwrapped."""
     decision = decide_interface(app, cfg.interface)
     served, uv_interface = adapt(app, decision.interface)
     uv_config = CorralUvicornConfig(
@@ -83,6 +89,8 @@ def build_uvicorn_config(
     )
     uv_config.load()
     _drain_aware_protocols(uv_config, decision.interface)
+    if recorder is not None:
+        _counting_protocols(uv_config, recorder)
     if ssl_context is not None:
         uv_config.ssl = ssl_context
     pool = getattr(served, "executor", None) if served is not app else None
@@ -96,3 +104,12 @@ def _drain_aware_protocols(uv_config: uvicorn.Config, interface: Interface) -> N
         uv_config.ws_protocol_class = None
     elif uv_config.ws_protocol_class is not None:
         uv_config.ws_protocol_class = with_going_away(uv_config.ws_protocol_class)
+
+
+def _counting_protocols(uv_config: CorralUvicornConfig, recorder: RequestRecorder) -> None:
+    """One more subclass of each, made for this worker: they write its block."""
+    cells = recorder.cells
+    uv_config.http_protocol_class = with_request_metrics(uv_config.http_protocol_class, cells)
+    if uv_config.ws_protocol_class is not None:
+        uv_config.ws_protocol_class = with_websocket_metrics(uv_config.ws_protocol_class, cells)
+    uv_config.on_websocket_going_away = recorder.count_going_away

@@ -12,20 +12,27 @@ rolled worker leaves while its siblings serve on), so corral sends what RFC
 6455 defines for a server going down or away: 1001. A client that reconnects
 lands on a live worker. The protocol subclasses below do only that, and count
 each such close for the metrics; every other path is uvicorn's own.
+
+A worker that keeps request metrics subclasses once more
+(``with_websocket_metrics``): a WebSocket counts as open from the app's
+``websocket.accept`` until its app call returns, counted in the protocol, not
+by a wrapper around the app.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import importlib.util
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
 from corral.config_choices import WebSocketLibrary
 from corral.errors import ConfigError
+from corral.request_stats.layout import WS_ENDED_INDEX, WS_OPENED_INDEX
 
 GOING_AWAY = 1001
 GOING_AWAY_REASON = "going away"
@@ -199,6 +206,51 @@ def _going_away(
     return cast(type[asyncio.Protocol], GoingAway)
 
 
+# --- Counting open WebSockets -----------------------------------------------------
+
+
+def _app_send_name(base: type[asyncio.Protocol]) -> str:
+    """The method uvicorn's class in ``base``'s ancestry hands the app as ``send``: the
+    legacy protocol's own ``send`` is websockets' data frame sender."""
+    for klass in base.__mro__:
+        if klass.__module__.startswith("uvicorn.protocols.websockets."):
+            return "asgi_send" if klass.__module__.endswith(".websockets_impl") else "send"
+    raise TypeError(f"{base.__qualname__} is not one of uvicorn's WebSocket protocol classes")
+
+
+def with_websocket_metrics(
+    base: type[asyncio.Protocol], cells: memoryview[float]
+) -> type[asyncio.Protocol]:
+    """A subclass of uvicorn's WebSocket protocol ``base`` (or of a subclass of it) that
+    counts, into ``cells`` (a worker's block), each WebSocket the app accepts and
+    each of those whose app call has returned. Made per worker, never cached."""
+    send_name = _app_send_name(base)
+    base_send: Callable[[Any, Any], Coroutine[Any, Any, None]] = getattr(base, send_name)
+
+    class CountedWebSocket(base):  # type: ignore[valid-type, misc]
+        _corral_accepted = False
+
+        def _counting_send(self, message: Any) -> Coroutine[Any, Any, None]:
+            # A plain method returning uvicorn's coroutine: no extra frame per message.
+            if not self._corral_accepted and message["type"] == "websocket.accept":
+                self._corral_accepted = True
+                cells[WS_OPENED_INDEX] += 1.0
+            return base_send(self, message)
+
+        async def run_asgi(self) -> None:
+            try:
+                await super().run_asgi()
+            finally:
+                if self._corral_accepted:
+                    with contextlib.suppress(ValueError):  # the recorder closed under an orphan
+                        cells[WS_ENDED_INDEX] += 1.0
+
+    setattr(CountedWebSocket, send_name, CountedWebSocket._counting_send)
+    CountedWebSocket.__name__ = f"Counted{base.__name__}"
+    CountedWebSocket.__qualname__ = CountedWebSocket.__name__
+    return cast(type[asyncio.Protocol], CountedWebSocket)
+
+
 __all__ = [
     "GOING_AWAY",
     "WebSocketLibrary",
@@ -206,4 +258,5 @@ __all__ = [
     "describe_support",
     "require_support",
     "with_going_away",
+    "with_websocket_metrics",
 ]

@@ -28,7 +28,7 @@ import uvicorn
 from corral.appload import ASGIApp, load_app
 from corral.errors import AppImportError
 from corral.logs import configure_logging
-from corral.request_stats.recorder import RequestMetricsMiddleware, RequestRecorder, open_recorder
+from corral.request_stats.recorder import RequestRecorder, open_recorder
 from corral.runtime import WorkerMode
 from corral.uvicorn_config import build_uvicorn_config
 from corral.worker_messages import (
@@ -169,16 +169,19 @@ class WorkerEngine:
         self.spec = spec
         self._sockets = sockets
         self._report = report
-        serving = build_uvicorn_config(spec.config, app, ssl_context)
-        uv_config = serving.config
-        self._wsgi_pool = serving.wsgi_pool
+        # Requests are counted by the protocols uvicorn serves with (see
+        # ``build_uvicorn_config``), not by a wrapper around the app.
         self._recorder: RequestRecorder | None = None
         if spec.stats_path is not None:
-            # Wrap what uvicorn loaded, not the raw app: by now an ASGI2 app
-            # has been adapted, so the middleware always sees ASGI3.
             self._recorder = open_recorder(spec.stats_path)
-            uv_config.loaded_app = RequestMetricsMiddleware(uv_config.loaded_app, self._recorder)
-            uv_config.on_websocket_going_away = self._recorder.count_going_away
+        try:
+            serving = build_uvicorn_config(spec.config, app, ssl_context, self._recorder)
+        except BaseException:
+            if self._recorder is not None:
+                self._recorder.close()
+            raise
+        uv_config = serving.config
+        self._wsgi_pool = serving.wsgi_pool
         self._server = _Server(uv_config, self._loop_started, self._announce_ready, self._tick)
         self._recycle_asked = False
         # Re-entrant: in a process worker, the SIGTERM handler calls ``drain``

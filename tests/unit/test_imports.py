@@ -207,6 +207,8 @@ SUPERVISOR_SIDE = [
 def test_the_worker_side_stays_light(side: str) -> None:
     assert_never_imports("corral.worker", side)
     assert_never_imports("corral.request_stats.recorder", side)
+    assert_never_imports("corral.request_stats.cycle", side)
+    assert_never_imports("corral.http_protocol", side)
 
 
 @pytest.mark.parametrize(

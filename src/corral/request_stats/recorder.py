@@ -1,7 +1,13 @@
-"""The worker side: a worker's mapping of its block, and the middleware that fills it.
+"""The worker side: a worker's mapping of its block, and an ASGI middleware that fills it.
 
-A process worker imports only this module and ``layout``: nothing of the
-supervisor-side pool. Every store lands in shared memory at once, so a worker
+corral's workers count in uvicorn's request cycle (``cycle``), not with
+``RequestMetricsMiddleware``: the middleware is one more coroutine frame per
+request, which cost about as much as the counting itself. It stays as the
+reference the cycle is measured and tested against (``bench/``), and for
+anyone serving an app on corral's blocks outside a corral worker.
+
+A process worker imports only this module, ``cycle`` and ``layout``: nothing
+of the supervisor-side pool. Every store lands in shared memory at once, so a worker
 killed with ``SIGKILL`` loses nothing it had counted.
 
 Reading a block a live worker is writing is racy by design, and safe: the
@@ -56,8 +62,8 @@ ASGI3App = Callable[[Scope, Receive, Send], Awaitable[None]]
 class RequestRecorder:
     """One worker's writable mapping of its lane.
 
-    ``cells`` is a float64 ``memoryview`` over the mapping; only the
-    middleware of one worker writes it. Close the recorder only once no request
+    ``cells`` is a float64 ``memoryview`` over the mapping; only one worker
+    (its request cycles and WebSocket protocols) writes it. Close the recorder only once no request
     can still finish (after the server has stopped): a store after ``close()``
     raises ``ValueError``.
     """
