@@ -13,6 +13,7 @@ import pytest
 from corral.config import ServerConfig
 from corral.handles import StillbornWorker, WorkerHandle
 from corral.incarnation import Stage
+from corral.lifecycle.events import SuccessorRole
 from corral.policy import RestartPolicy, Role, SlotBudget
 from corral.runtime import WorkerMode
 from corral.states import Phase, SlotState
@@ -104,3 +105,21 @@ def test_the_fleet_finds_counts_and_rolls() -> None:
         0,
         5,
     )
+
+
+def test_a_failed_successor_waiting_out_its_backoff() -> None:
+    """The slot still serves with its old worker, and the loop wakes when the retry is due."""
+    fleet = Fleet(desired=2)
+    fleet.phase = Phase.RUNNING
+    for index in (0, 1):
+        fleet.slots[index] = slot = new_slot(index)
+        slot.worker = handle(slot=index, stage=Stage.SERVING)
+    waiting, crashed = fleet.slots[0], fleet.slots[1]
+    waiting.succession, waiting.successor_at = SuccessorRole.RELOAD, 7.5
+    crashed.worker, crashed.respawn_at = None, 3.0
+    assert waiting.state(Phase.RUNNING) is SlotState.READY
+    assert fleet.rollable(waiting)
+    assert sorted(fleet.deadlines()) == [3.0, 7.5]
+    waiting.end_succession()
+    assert (waiting.succession, waiting.successor_at) == (None, None)
+    assert fleet.deadlines() == [3.0]

@@ -51,9 +51,10 @@ class Restarts:
             running=self._fleet.running,
             has_current=slot.worker is not None,
             incoming_booting=slot.incoming is not None and slot.incoming is not handle,
+            succession=slot.succession,
         )
-        if after.abort_roll:
-            self._roller.abort(f"replacement for slot {slot.index} failed: {info.describe()}")
+        if self._roller.on_failure(slot, handle, failed, decision=decision, after=after, now=now):
+            return None  # a successor failed while its old worker serves on
         if after.outcome is Outcome.NOTHING:
             return None
         if isinstance(decision, GiveUp):
