@@ -102,9 +102,22 @@ def test_the_fleet_finds_counts_and_rolls() -> None:
     assert (row.slot, row.state, row.generation, row.budget_remaining) == (
         0,
         SlotState.READY,
-        0,
+        1,
         5,
     )
+
+
+def test_a_row_shows_the_serving_workers_generation_not_its_successors() -> None:
+    fleet = Fleet(desired=1)
+    fleet.phase = Phase.RUNNING
+    slot = new_slot()
+    fleet.slots[0] = slot
+    slot.worker = handle(generation=1, stage=Stage.SERVING)
+    slot.generation = 4  # three successors were spawned since; none is ready
+    assert fleet.row(slot, "process", now=0.0).generation == 1
+    slot.worker = None
+    slot.respawn_at = 1.0
+    assert fleet.row(slot, "process", now=0.0).generation == 4
 
 
 def test_a_failed_successor_waiting_out_its_backoff() -> None:

@@ -153,7 +153,8 @@ class Fleet:
             mode=mode,
             pid=worker.pid if worker else None,
             thread_id=worker.thread_id if worker else None,
-            generation=slot.generation,
+            # The serving worker's, not a successor's still booting (or failed).
+            generation=worker.generation if worker else slot.generation,
             state=slot.state(self.phase),
             started_at=worker.started_wall if worker else None,
             restarts_in_window=slot.budget.restarts_in_window(now),
