@@ -134,5 +134,6 @@ def test_a_failed_successor_waiting_out_its_backoff() -> None:
     assert fleet.rollable(waiting)
     assert sorted(fleet.deadlines()) == [3.0, 7.5]
     waiting.end_succession()
-    assert (waiting.succession, waiting.successor_at) == (None, None)
+    assert waiting.succession is None
+    assert waiting.successor_at is None
     assert fleet.deadlines() == [3.0]
