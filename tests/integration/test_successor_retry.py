@@ -89,7 +89,8 @@ def test_a_second_reload_supersedes_a_retry_waiting_out_its_backoff(
     assert (first["backoff"], second["backoff"] >= 3) == (0, True)
     marker.unlink()
     server.send(signal.SIGHUP)
-    (replacement,) = server.wait_event("ready", slot=0, generation=4, timeout=30)
+    (replacement,) = server.wait_event("spawn", slot=0, generation=4, timeout=30)
+    server.wait_event("ready", slot=0, generation=4, timeout=30)
     server.wait_event("drain_end", slot=1, generation=1, timeout=30)
     assert float(replacement["monotonic"]) < _due(second), "it waited for the old backoff"
     _sleep_until(_due(second) + 1.0)
