@@ -19,10 +19,12 @@ from tests.conftest import CorralProcess, Event
 Start = Callable[..., CorralProcess]
 
 
-def _start(corral: Start, mode: str, marker: Path, workers: int, *args: str) -> CorralProcess:
+def _start(
+    corral: Start, mode: str, marker: Path, workers: int, *args: str, **env: str
+) -> CorralProcess:
     server = corral(
         "--workers", str(workers), "--mode", mode, *args,
-        env={"CHAOS_FAIL_STARTUP_FILE": str(marker)},
+        env={"CHAOS_FAIL_STARTUP_FILE": str(marker), **env},
     )  # fmt: skip
     server.wait_ready(workers)
     marker.touch()  # every worker started from now on fails its startup
@@ -100,6 +102,27 @@ def test_a_second_reload_supersedes_a_retry_waiting_out_its_backoff(
     assert [e["generation"] for e in server.events("drain_end")] == [1, 1]
     rows = server.side("/workers").json()["workers"]
     assert [(r["state"], r["generation"]) for r in rows] == [("ready", 4), ("ready", 2)]
+
+
+def test_a_reload_asked_for_while_a_replacement_boots_survives_its_failure(
+    corral: Start, mode: str, tmp_path: Path
+) -> None:
+    marker, delay = tmp_path / "fail-startup", tmp_path / "startup-delay"
+    # No retries at all: the first failure gives the replacement up and aborts the roll.
+    server = _start(
+        corral, mode, marker, 1, "--max-restarts", "0", CHAOS_STARTUP_DELAY_FILE=str(delay)
+    )
+    delay.write_text("1.5")  # replacements boot slowly, then fail
+    server.send(signal.SIGHUP)
+    server.wait_event("spawn", slot=0, generation=2)
+    server.send(signal.SIGHUP)  # coalesced: a replacement is booting
+    failed = server.wait_event("successor_failed", count=2, timeout=30)
+    assert all("gave up" in e["message"] for e in failed)
+    rolls = [e for e in server.events("reload") if e.get("message") == "rolling restart"]
+    assert len(rolls) == 2, "the second SIGHUP was lost with the aborted roll"
+    assert server.get("/").status_code == 200
+    rows = server.side("/workers").json()["workers"]
+    assert [(r["state"], r["generation"]) for r in rows] == [("ready", 1)]
 
 
 def test_a_worker_that_dies_while_its_replacement_backs_off_is_restarted_and_the_roll_goes_on(
