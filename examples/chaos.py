@@ -14,6 +14,8 @@ Endpoints:
 * ``/hang?seconds=S``     blocks the worker's event loop for S seconds
 
 Set ``CHAOS_FAIL_STARTUP=1`` to make lifespan startup fail in every worker.
+Set ``CHAOS_FAIL_STARTUP_FILE=PATH`` to make it fail only while that file
+exists (so a test can break the successors of workers already serving).
 Set ``CHAOS_STARTUP_DELAY_FILE=PATH`` to make lifespan startup wait as many
 seconds as that file holds, while it exists (so a test can slow down only
 the workers started after it writes the file).
@@ -45,13 +47,23 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await asyncio.sleep(_startup_delay())
-            if os.environ.get("CHAOS_FAIL_STARTUP") == "1":
-                await send({"type": "lifespan.startup.failed", "message": "CHAOS_FAIL_STARTUP=1"})
+            failure = _startup_failure()
+            if failure is not None:
+                await send({"type": "lifespan.startup.failed", "message": failure})
                 return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def _startup_failure() -> str | None:
+    if os.environ.get("CHAOS_FAIL_STARTUP") == "1":
+        return "CHAOS_FAIL_STARTUP=1"
+    path = os.environ.get("CHAOS_FAIL_STARTUP_FILE")
+    if path and os.path.exists(path):
+        return f"CHAOS_FAIL_STARTUP_FILE exists: {path}"
+    return None
 
 
 def _startup_delay() -> float:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from corral.config import ExhaustedAction, ServerConfig
 from corral.errors import ExitCode
-from corral.lifecycle.events import CrashReason
+from corral.lifecycle.events import CrashReason, SuccessorRole
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,12 +202,25 @@ class Outcome(enum.Enum):
     RESPAWN_NOW = "respawn_now"
     RESPAWN_LATER = "respawn_later"  # after the backoff delay
     AWAIT_INCOMING = "await_incoming"  # a replacement already booting takes the slot
+    # A successor died beside the worker it was to replace, which serves on:
+    RETRY_SUCCESSOR_NOW = "retry_successor_now"
+    RETRY_SUCCESSOR_LATER = "retry_successor_later"  # after the backoff delay
+    GIVE_UP_SUCCESSOR = "give_up_successor"  # out of budget: no successor; the old one serves on
+
+
+class SuccessionStep(enum.Enum):
+    """What a failure means for the slot's succession: a recycle or a reload replacing
+    its worker (a successor booting, or waiting out a backoff to be started again)."""
+
+    KEEP = "keep"  # none in progress, or it goes on (a retry; the booting successor)
+    END = "end"  # it is over (the slot restarts, or gave its successor up): the roll goes on
+    ABORT = "abort"  # a reload gave up: the rest of the roll is dropped
 
 
 @dataclass(frozen=True, slots=True)
 class AfterFailure:
     outcome: Outcome
-    abort_roll: bool = False  # a rolling replacement failed: the roll stops here
+    succession: SuccessionStep = SuccessionStep.KEEP
 
 
 def after_failure(
@@ -217,22 +230,42 @@ def after_failure(
     running: bool,
     has_current: bool,
     incoming_booting: bool,
+    succession: SuccessorRole | None = None,
 ) -> AfterFailure:
     """Decide a slot's next step once its ``role`` incarnation failed and its budget decided.
 
-    A failed rolling replacement aborts the roll (the old worker keeps
-    serving); only if the worker it was replacing died first is the slot
-    restarted like after any crash. A replacement that is still booting
-    when the current worker dies *is* the restart: a backoff respawn beside
-    it would later leave one of the two running untracked.
+    ``succession`` is why the slot has a successor on the way (booting, or to
+    be started again after a backoff), if it has one. A successor that dies
+    while the worker it replaces still serves is started again within the
+    slot's budget and backoff, like any restart; out of budget it is given
+    up, and the old worker serves on. A successor booting when the current
+    worker dies *is* the restart: a backoff respawn beside it would later
+    leave one of the two running untracked. A current worker that dies while
+    its successor waits out a backoff is restarted as usual, which ends the
+    succession: the restart brings a fresh worker, and the reload's new code.
     """
-    abort = role is Role.INCOMING
-    if role is Role.RETIRING or not running or (abort and has_current):
-        return AfterFailure(Outcome.NOTHING, abort)
+    if role is Role.RETIRING or not running:
+        return AfterFailure(Outcome.NOTHING)
+    gave_up = isinstance(decision, GiveUp)
+    if role is Role.INCOMING and has_current:
+        if isinstance(decision, GiveUp):
+            return AfterFailure(Outcome.GIVE_UP_SUCCESSOR, _ended(succession, gave_up=True))
+        if decision.delay > 0:
+            return AfterFailure(Outcome.RETRY_SUCCESSOR_LATER)
+        return AfterFailure(Outcome.RETRY_SUCCESSOR_NOW)
+    if role is Role.CURRENT and incoming_booting:
+        return AfterFailure(Outcome.EXHAUST if gave_up else Outcome.AWAIT_INCOMING)
+    step = SuccessionStep.KEEP if succession is None else _ended(succession, gave_up=gave_up)
     if isinstance(decision, GiveUp):
-        return AfterFailure(Outcome.EXHAUST, abort)
-    if incoming_booting and role is Role.CURRENT:
-        return AfterFailure(Outcome.AWAIT_INCOMING, abort)
+        return AfterFailure(Outcome.EXHAUST, step)
     if decision.delay > 0:
-        return AfterFailure(Outcome.RESPAWN_LATER, abort)
-    return AfterFailure(Outcome.RESPAWN_NOW, abort)
+        return AfterFailure(Outcome.RESPAWN_LATER, step)
+    return AfterFailure(Outcome.RESPAWN_NOW, step)
+
+
+def _ended(succession: SuccessorRole | None, *, gave_up: bool) -> SuccessionStep:
+    """A reload whose slot ran out of budget stops rolling: its new code is likely broken,
+    and every slot it reaches would spend its budget the same way."""
+    if gave_up and succession is SuccessorRole.RELOAD:
+        return SuccessionStep.ABORT
+    return SuccessionStep.END

@@ -13,6 +13,7 @@ import pytest
 from corral.config import ServerConfig
 from corral.handles import StillbornWorker, WorkerHandle
 from corral.incarnation import Stage
+from corral.lifecycle.events import SuccessorRole
 from corral.policy import RestartPolicy, Role, SlotBudget
 from corral.runtime import WorkerMode
 from corral.states import Phase, SlotState
@@ -101,6 +102,38 @@ def test_the_fleet_finds_counts_and_rolls() -> None:
     assert (row.slot, row.state, row.generation, row.budget_remaining) == (
         0,
         SlotState.READY,
-        0,
+        1,
         5,
     )
+
+
+def test_a_row_shows_the_serving_workers_generation_not_its_successors() -> None:
+    fleet = Fleet(desired=1)
+    fleet.phase = Phase.RUNNING
+    slot = new_slot()
+    fleet.slots[0] = slot
+    slot.worker = handle(generation=1, stage=Stage.SERVING)
+    slot.generation = 4  # three successors were spawned since; none is ready
+    assert fleet.row(slot, "process", now=0.0).generation == 1
+    slot.worker = None
+    slot.respawn_at = 1.0
+    assert fleet.row(slot, "process", now=0.0).generation == 4
+
+
+def test_a_failed_successor_waiting_out_its_backoff() -> None:
+    """The slot still serves with its old worker, and the loop wakes when the retry is due."""
+    fleet = Fleet(desired=2)
+    fleet.phase = Phase.RUNNING
+    for index in (0, 1):
+        fleet.slots[index] = slot = new_slot(index)
+        slot.worker = handle(slot=index, stage=Stage.SERVING)
+    waiting, crashed = fleet.slots[0], fleet.slots[1]
+    waiting.succession, waiting.successor_at = SuccessorRole.RELOAD, 7.5
+    crashed.worker, crashed.respawn_at = None, 3.0
+    assert waiting.state(Phase.RUNNING) is SlotState.READY
+    assert fleet.rollable(waiting)
+    assert sorted(fleet.deadlines()) == [3.0, 7.5]
+    waiting.end_succession()
+    assert waiting.succession is None
+    assert waiting.successor_at is None
+    assert fleet.deadlines() == [3.0]

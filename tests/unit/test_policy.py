@@ -6,7 +6,7 @@ import pytest
 
 from corral.config import ExhaustedAction, ServerConfig
 from corral.errors import ExitCode
-from corral.lifecycle.events import CrashReason
+from corral.lifecycle.events import CrashReason, SuccessorRole
 from corral.policy import (
     AfterFailure,
     Decision,
@@ -19,6 +19,7 @@ from corral.policy import (
     RestartPolicy,
     Role,
     SlotBudget,
+    SuccessionStep,
     after_failure,
     classify_exit,
     escalate,
@@ -364,34 +365,94 @@ RESPAWN_LATER = Respawn(delay=0.4, restart_number=2, budget_remaining=3)
 GIVE_UP = GiveUp(restarts_in_window=5)
 
 
-FailureCase = tuple[Role, Decision, bool, bool, bool, Outcome, bool]
+RECYCLE, RELOAD = SuccessorRole.RECYCLE, SuccessorRole.RELOAD
+KEEP, END, ABORT = SuccessionStep.KEEP, SuccessionStep.END, SuccessionStep.ABORT
+
+FailureCase = tuple[Role, Decision, bool, bool, bool, SuccessorRole | None, Outcome, SuccessionStep]
 
 
 @pytest.mark.parametrize(
     "case",
     [
-        (Role.CURRENT, RESPAWN_NOW, True, True, False, Outcome.RESPAWN_NOW, False),
-        (Role.CURRENT, RESPAWN_LATER, True, True, False, Outcome.RESPAWN_LATER, False),
-        (Role.CURRENT, GIVE_UP, True, True, False, Outcome.EXHAUST, False),
-        (Role.CURRENT, RESPAWN_NOW, True, True, True, Outcome.AWAIT_INCOMING, False),
-        (Role.CURRENT, RESPAWN_LATER, True, True, True, Outcome.AWAIT_INCOMING, False),
-        (Role.CURRENT, GIVE_UP, True, True, True, Outcome.EXHAUST, False),
-        (Role.CURRENT, RESPAWN_NOW, False, True, False, Outcome.NOTHING, False),
-        (Role.INCOMING, RESPAWN_NOW, True, True, False, Outcome.NOTHING, True),
-        (Role.INCOMING, GIVE_UP, True, True, False, Outcome.NOTHING, True),
-        (Role.INCOMING, RESPAWN_NOW, True, False, False, Outcome.RESPAWN_NOW, True),
-        (Role.INCOMING, RESPAWN_LATER, True, False, False, Outcome.RESPAWN_LATER, True),
-        (Role.INCOMING, GIVE_UP, True, False, False, Outcome.EXHAUST, True),
-        (Role.INCOMING, RESPAWN_NOW, False, False, False, Outcome.NOTHING, True),
-        (Role.RETIRING, RESPAWN_NOW, True, True, False, Outcome.NOTHING, False),
-        (Role.RETIRING, GIVE_UP, True, True, True, Outcome.NOTHING, False),
+        # The current worker, no succession in progress.
+        (Role.CURRENT, RESPAWN_NOW, True, True, False, None, Outcome.RESPAWN_NOW, KEEP),
+        (Role.CURRENT, RESPAWN_LATER, True, True, False, None, Outcome.RESPAWN_LATER, KEEP),
+        (Role.CURRENT, GIVE_UP, True, True, False, None, Outcome.EXHAUST, KEEP),
+        (Role.CURRENT, RESPAWN_NOW, False, True, False, None, Outcome.NOTHING, KEEP),
+        # The current worker while its successor boots: that successor is the restart.
+        (Role.CURRENT, RESPAWN_NOW, True, True, True, RELOAD, Outcome.AWAIT_INCOMING, KEEP),
+        (Role.CURRENT, RESPAWN_LATER, True, True, True, RECYCLE, Outcome.AWAIT_INCOMING, KEEP),
+        (Role.CURRENT, GIVE_UP, True, True, True, RELOAD, Outcome.EXHAUST, KEEP),
+        # The current worker while its failed successor waits out a backoff: the restart
+        # ends the succession; a reload rolls on, unless the budget gave the slot up.
+        (Role.CURRENT, RESPAWN_NOW, True, True, False, RELOAD, Outcome.RESPAWN_NOW, END),
+        (Role.CURRENT, RESPAWN_LATER, True, True, False, RECYCLE, Outcome.RESPAWN_LATER, END),
+        (Role.CURRENT, GIVE_UP, True, True, False, RELOAD, Outcome.EXHAUST, ABORT),
+        (Role.CURRENT, GIVE_UP, True, True, False, RECYCLE, Outcome.EXHAUST, END),
+        (Role.CURRENT, RESPAWN_NOW, False, True, False, RELOAD, Outcome.NOTHING, KEEP),
+        # A successor dies while the worker it replaces serves on: retried within budget.
+        (Role.INCOMING, RESPAWN_NOW, True, True, False, RECYCLE, Outcome.RETRY_SUCCESSOR_NOW, KEEP),
+        (Role.INCOMING, RESPAWN_NOW, True, True, False, RELOAD, Outcome.RETRY_SUCCESSOR_NOW, KEEP),
+        (
+            Role.INCOMING, RESPAWN_LATER, True, True, False, RECYCLE,
+            Outcome.RETRY_SUCCESSOR_LATER, KEEP,
+        ),
+        (
+            Role.INCOMING, RESPAWN_LATER, True, True, False, RELOAD,
+            Outcome.RETRY_SUCCESSOR_LATER, KEEP,
+        ),
+        # ... and given up once out of budget: a reload stops rolling, a recycle just ends.
+        (Role.INCOMING, GIVE_UP, True, True, False, RELOAD, Outcome.GIVE_UP_SUCCESSOR, ABORT),
+        (Role.INCOMING, GIVE_UP, True, True, False, RECYCLE, Outcome.GIVE_UP_SUCCESSOR, END),
+        # A successor dies after the worker it was to replace: the slot restarts as usual.
+        (Role.INCOMING, RESPAWN_NOW, True, False, False, RELOAD, Outcome.RESPAWN_NOW, END),
+        (Role.INCOMING, RESPAWN_LATER, True, False, False, RELOAD, Outcome.RESPAWN_LATER, END),
+        (Role.INCOMING, RESPAWN_LATER, True, False, False, RECYCLE, Outcome.RESPAWN_LATER, END),
+        (Role.INCOMING, GIVE_UP, True, False, False, RELOAD, Outcome.EXHAUST, ABORT),
+        (Role.INCOMING, GIVE_UP, True, False, False, RECYCLE, Outcome.EXHAUST, END),
+        # Stopping, or an old incarnation: nothing to do.
+        (Role.INCOMING, RESPAWN_NOW, False, True, False, RELOAD, Outcome.NOTHING, KEEP),
+        (Role.INCOMING, GIVE_UP, False, False, False, RECYCLE, Outcome.NOTHING, KEEP),
+        (Role.RETIRING, RESPAWN_NOW, True, True, False, None, Outcome.NOTHING, KEEP),
+        (Role.RETIRING, GIVE_UP, True, True, True, RELOAD, Outcome.NOTHING, KEEP),
     ],
-)
+)  # fmt: skip
 def test_after_failure(case: FailureCase) -> None:
-    """Columns: role, budget decision, running, has a current worker, a replacement is
-    booting; then the expected outcome and whether the roll is aborted."""
-    role, decision, running, has_current, incoming, outcome, abort = case
+    """Columns: role, budget decision, running, has a current worker, another replacement
+    is booting, the slot's succession in progress; then the expected outcome and what
+    becomes of the succession."""
+    role, decision, running, has_current, incoming, succession, outcome, step = case
     after = after_failure(
-        role, decision, running=running, has_current=has_current, incoming_booting=incoming
+        role,
+        decision,
+        running=running,
+        has_current=has_current,
+        incoming_booting=incoming,
+        succession=succession,
     )
-    assert after == AfterFailure(outcome, abort)
+    assert after == AfterFailure(outcome, step)
+
+
+def test_a_successor_retry_follows_the_slots_budget_and_backoff() -> None:
+    """Retrying a failed successor spends the same budget as any restart, with the same
+    backoff, and is given up exactly when a crash would exhaust the slot."""
+    budget = _budget(max_restarts=3, backoff_base=0.5)
+    outcomes = []
+    for now in (0.0, 0.1, 0.2, 0.3):
+        decision = budget.on_failure(now, uptime=0.05)
+        after = after_failure(
+            Role.INCOMING,
+            decision,
+            running=True,
+            has_current=True,
+            incoming_booting=False,
+            succession=SuccessorRole.RELOAD,
+        )
+        outcomes.append((after.outcome, getattr(decision, "delay", None)))
+    assert outcomes == [
+        (Outcome.RETRY_SUCCESSOR_NOW, 0.0),
+        (Outcome.RETRY_SUCCESSOR_LATER, 0.5),
+        (Outcome.RETRY_SUCCESSOR_LATER, 1.0),
+        (Outcome.GIVE_UP_SUCCESSOR, None),
+    ]
+    assert budget.remaining(0.3) == 0

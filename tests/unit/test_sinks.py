@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from corral.errors import ConfigError
 from corral.lifecycle.collector import LifecycleCollector
-from corral.lifecycle.events import CrashReason, EventKind, LifecycleEvent
+from corral.lifecycle.events import CrashReason, EventKind, LifecycleEvent, SuccessorRole
 from corral.lifecycle.feed import EventFeed
 from corral.lifecycle.log_sink import StructlogSink
 from corral.lifecycle.metrics_sink import PrometheusSink
@@ -163,6 +163,48 @@ def test_one_span_per_transition_with_the_history_linked(
     assert ready.start_time is not None
     assert ready.end_time is not None
     assert ready.end_time - ready.start_time == pytest.approx(0.02e9, rel=0.01)
+
+
+def test_a_failed_successor_is_an_error_span_between_its_crash_and_the_retry(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """crash (gen 2) -> successor_failed and respawn, both off the crash -> spawn (gen 3)."""
+    provider, exporter = spans
+    collector = LifecycleCollector(tracer=TraceSink(provider))
+    for each in [
+        event(EventKind.SPAWN),
+        event(EventKind.READY, duration=0.02),
+        event(EventKind.RECYCLE, message="served 100 requests; its max_requests is 100"),
+        event(EventKind.SPAWN, generation=2),
+        event(
+            EventKind.CRASH, generation=2, exit_code=3, reason=CrashReason.BOOT, uptime=0.1
+        ),
+        event(
+            EventKind.SUCCESSOR_FAILED, generation=2, role=SuccessorRole.RECYCLE,
+            reason=CrashReason.BOOT, restart_number=1, backoff=0.0, budget_remaining=4,
+        ),
+        event(EventKind.RESPAWN, generation=2, restart_number=1, backoff=0.0, budget_remaining=4),
+        event(EventKind.SPAWN, generation=3),
+    ]:  # fmt: skip
+        collector.emit(each)
+    found = {
+        (s.name, (s.attributes or {}).get("corral.worker.generation")): s
+        for s in exporter.get_finished_spans()
+    }
+    crash2 = found[("corral.worker.crash", 2)].get_span_context()
+    failed = found[("corral.worker.successor_failed", 2)]
+    respawn = found[("corral.worker.respawn", 2)].get_span_context()
+    spawn3 = found[("corral.worker.spawn", 3)]
+    assert crash2 is not None
+    assert respawn is not None
+    assert failed.parent is not None
+    assert failed.parent.span_id == crash2.span_id
+    assert [link.context.span_id for link in failed.links] == [crash2.span_id]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes is not None
+    assert failed.attributes["corral.successor.role"] == "recycle"
+    assert failed.attributes["corral.crash.reason"] == "boot"
+    assert [link.context.span_id for link in spawn3.links] == [respawn.span_id]
 
 
 def test_every_event_is_stamped_with_the_ids_of_its_span(

@@ -31,6 +31,8 @@ class EventKind(enum.Enum):
     SCALE_UP = "scale_up"
     SCALE_DOWN = "scale_down"
     RECYCLE = "recycle"  # a worker reached --max-requests and is replaced, rolling
+    # A recycle's or a reload's successor died before it was ready; the old worker serves on.
+    SUCCESSOR_FAILED = "successor_failed"
 
 
 class CrashReason(enum.Enum):
@@ -41,6 +43,13 @@ class CrashReason(enum.Enum):
     BOOT = "boot"  # died before it ever became ready
     HANG = "hang"  # stopped heartbeating and was killed
     EXCEPTION = "exception"  # the worker's loop raised (thread mode, mostly)
+
+
+class SuccessorRole(enum.Enum):
+    """Why a successor was started beside a serving worker. A fixed set, like ``CrashReason``."""
+
+    RECYCLE = "recycle"  # its worker reached --max-requests
+    RELOAD = "reload"  # a rolling restart (SIGHUP, --reload, ``restart_workers``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,7 @@ class LifecycleEvent:
     signal: str | None = None
     reason: CrashReason | None = None
     uptime: float | None = None
+    role: SuccessorRole | None = None  # successor_failed: what the successor was for
     # Respawn and budget details.
     restart_number: int | None = None
     backoff: float | None = None

@@ -11,6 +11,7 @@ from corral.lifecycle.events import EventKind, LifecycleEvent
 _LEVELS = {
     EventKind.CRASH: logging.WARNING,
     EventKind.FORCE_STOP: logging.WARNING,
+    EventKind.SUCCESSOR_FAILED: logging.WARNING,
     EventKind.BUDGET_EXHAUSTED: logging.ERROR,
 }
 

@@ -44,7 +44,11 @@ SPAN_NAMES: dict[EventKind, str] = {
     EventKind.DRAIN_END: "corral.worker.drain",
     EventKind.FORCE_STOP: "corral.worker.force_stop",
     EventKind.RECYCLE: "corral.worker.recycle",
+    EventKind.SUCCESSOR_FAILED: "corral.worker.successor_failed",
 }
+
+# Spans whose status is ERROR.
+_FAILURES = frozenset({EventKind.CRASH, EventKind.BUDGET_EXHAUSTED, EventKind.SUCCESSOR_FAILED})
 
 _Incarnation = tuple[int, int]  # (slot, generation)
 
@@ -67,6 +71,7 @@ def attributes(event: LifecycleEvent) -> dict[str, AttributeValue]:
         "corral.worker.signal": event.signal,
         "corral.crash.reason": event.reason.value if event.reason else None,
         "corral.worker.uptime": event.uptime,
+        "corral.successor.role": event.role.value if event.role else None,
         "corral.restart.number": event.restart_number,
         "corral.restart.backoff": event.backoff,
         "corral.restart.budget_remaining": event.budget_remaining,
@@ -128,7 +133,7 @@ class TraceSink:
         key = (event.slot, event.generation)
         spawn = self._spawns.get(key)
         kind = event.kind
-        if kind in (EventKind.RESPAWN, EventKind.BUDGET_EXHAUSTED):
+        if kind in (EventKind.RESPAWN, EventKind.BUDGET_EXHAUSTED, EventKind.SUCCESSOR_FAILED):
             crash = self._last_crash.get(event.slot)
             context = self._instant(event, parent=crash or spawn, links=_links(crash))
             if kind is EventKind.RESPAWN:
@@ -203,7 +208,7 @@ class TraceSink:
         start: float | None = None,
     ) -> SpanContext:
         span = self._start(event, parent=parent, links=links, start=start)
-        if event.kind in (EventKind.CRASH, EventKind.BUDGET_EXHAUSTED):
+        if event.kind in _FAILURES:
             span.set_status(Status(StatusCode.ERROR, event.message or event.kind.value))
         span.end(end_time=_ns(event.wall_time))
         return span.get_span_context()

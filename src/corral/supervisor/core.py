@@ -225,7 +225,7 @@ class Supervisor:
     def _timeout(self) -> float | None:
         with self._lock:
             fleet = self._fleet
-            deadlines = [s.respawn_at for s in fleet.slots.values() if s.respawn_at is not None]
+            deadlines = fleet.deadlines()
             deadlines.extend(h.life.deadline for h in fleet.live() if h.life.deadline is not None)
             if self._systemd.watchdog_at is not None:
                 deadlines.append(self._systemd.watchdog_at)
@@ -235,6 +235,7 @@ class Supervisor:
 
     def _on_deadlines(self, now: float) -> None:
         self._restarts.respawn_due(now)
+        self._roller.successors_due(now)
         for handle in self._fleet.live():
             due = handle.life.deadline
             if handle.exit_info is None and due is not None and due <= now:

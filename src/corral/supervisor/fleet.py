@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from corral.handles import WorkerHandle
 from corral.incarnation import Stage
+from corral.lifecycle.events import SuccessorRole
 from corral.policy import Role, SlotBudget
 from corral.states import Phase, SlotState, WorkerStatus
 
@@ -37,6 +38,10 @@ class Slot:
         self.generation = 0
         self.worker: WorkerHandle | None = None
         self.incoming: WorkerHandle | None = None  # rolling replacement, not yet ready
+        # Why a successor replaces ``worker`` (booting as ``incoming``, or due again at
+        # ``successor_at`` after it failed); None when no succession is in progress.
+        self.succession: SuccessorRole | None = None
+        self.successor_at: float | None = None
         self.retiring: list[WorkerHandle] = []  # older incarnations still draining
         self.respawn_at: float | None = None  # a backoff is pending until then
         self.exhausted = False  # out of restart budget: not started again
@@ -81,6 +86,11 @@ class Slot:
         if handle in self.retiring:
             self.retiring.remove(handle)
 
+    def end_succession(self) -> None:
+        """Forget the succession in progress (the caller deals with a booting ``incoming``)."""
+        self.succession = None
+        self.successor_at = None
+
     def empty(self) -> bool:
         return next(self.handles(), None) is None
 
@@ -116,6 +126,12 @@ class Fleet:
             return None
         return next((h for h in slot.handles() if h.generation == generation), None)
 
+    def deadlines(self) -> list[float]:
+        """When a slot next needs the loop: a respawn's or a successor's backoff ending."""
+        due = [s.respawn_at for s in self.slots.values() if s.respawn_at is not None]
+        due.extend(s.successor_at for s in self.slots.values() if s.successor_at is not None)
+        return due
+
     def count(self, state: SlotState) -> int:
         return sum(1 for slot in self.slots.values() if slot.state(self.phase) is state)
 
@@ -137,7 +153,8 @@ class Fleet:
             mode=mode,
             pid=worker.pid if worker else None,
             thread_id=worker.thread_id if worker else None,
-            generation=slot.generation,
+            # The serving worker's, not a successor's still booting (or failed).
+            generation=worker.generation if worker else slot.generation,
             state=slot.state(self.phase),
             started_at=worker.started_wall if worker else None,
             restarts_in_window=slot.budget.restarts_in_window(now),

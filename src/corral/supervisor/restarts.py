@@ -56,14 +56,15 @@ class Restarts:
             running=self._fleet.running,
             has_current=slot.worker is not None,
             incoming_booting=slot.incoming is not None and slot.incoming is not handle,
+            succession=slot.succession,
         )
         respawn_now = after.outcome is Outcome.RESPAWN_NOW and not isinstance(decision, GiveUp)
         replacement = self._spawner.start(slot) if respawn_now else None
         if not failed.told:
             self._report(handle, failed, now)
         slot.last_exit = info.describe()
-        if after.abort_roll:
-            self._roller.abort(f"replacement for slot {slot.index} failed: {info.describe()}")
+        if self._roller.on_failure(slot, handle, failed, decision=decision, after=after, now=now):
+            return None  # a successor failed while its old worker serves on
         if after.outcome is Outcome.NOTHING:
             return None
         if isinstance(decision, GiveUp):
