@@ -11,6 +11,7 @@ scenarios can still count them.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,12 +23,17 @@ _DRAIN_SPAN = "corral.worker.drain"
 
 
 class OtlpReceiver(ThreadingHTTPServer):
-    """Start with ``start()``; ``env()`` is what to give corral; ``close()`` at the end."""
+    """Start with ``start()``; ``env()`` is what to give corral; ``close()`` at the end.
+
+    ``delay`` makes every export take that many seconds before it is answered:
+    a slow collector, which backs spans up in corral's batch processor.
+    """
 
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.delay = delay
         self.lock = threading.Lock()
         self.requests: list[ExportTraceServiceRequest] = []
         self.paths: list[str] = []
@@ -84,6 +90,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["content-length"]))
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
+        if self.server.delay:
+            time.sleep(self.server.delay)
         self.server.record(request, self.path, self.headers["content-type"])
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
