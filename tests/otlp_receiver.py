@@ -11,7 +11,6 @@ scenarios can still count them.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,20 +19,23 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 # Both ends of a drain are one span (opened at drain_start, closed at drain_end).
 _DRAIN_SPAN = "corral.worker.drain"
+# The longest a gated export is held: a failed test must not hang its threads forever.
+GATE_LIMIT = 120.0
 
 
 class OtlpReceiver(ThreadingHTTPServer):
     """Start with ``start()``; ``env()`` is what to give corral; ``close()`` at the end.
 
-    ``delay`` makes every export take that many seconds before it is answered:
-    a slow collector, which backs spans up in corral's batch processor.
+    With a ``gate``, every export is held unanswered (and unrecorded) until
+    the test sets it: a collector that has stopped keeping up, which backs
+    spans up in corral's batch processor for exactly as long as the test wants.
     """
 
     daemon_threads = True
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, gate: threading.Event | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.delay = delay
+        self.gate = gate
         self.lock = threading.Lock()
         self.requests: list[ExportTraceServiceRequest] = []
         self.paths: list[str] = []
@@ -90,8 +92,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["content-length"]))
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
-        if self.server.delay:
-            time.sleep(self.server.delay)
+        if self.server.gate is not None:
+            self.server.gate.wait(GATE_LIMIT)
         self.server.record(request, self.path, self.headers["content-type"])
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")

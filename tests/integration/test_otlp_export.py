@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.conftest import CorralProcess, eventually
-from tests.otlp_receiver import OtlpReceiver
+from tests.otlp_receiver import GATE_LIMIT, OtlpReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -82,12 +83,16 @@ def test_spans_are_exported_over_otlp_http(
 
 # --- A collector that cannot keep up, or is not there: best-effort, never silent ---------
 
-# A tiny queue, so a handful of lifecycle events overflows it while the slow
-# collector holds the export thread.
+# A tiny queue, so a handful of lifecycle events overflows it while the held
+# collector keeps the export thread waiting. The export's own timeout is
+# longer than the receiver ever holds a request, so a held export is late,
+# never failed (a timed-out export the receiver still recorded would be
+# counted both ways).
 SMALL_QUEUE = {
     "OTEL_BSP_MAX_QUEUE_SIZE": "4",
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2",
     "OTEL_BSP_SCHEDULE_DELAY": "50",
+    "OTEL_EXPORTER_OTLP_TIMEOUT": str(int(GATE_LIMIT) + 60),
     "OTEL_SERVICE_NAME": "corral-under-test",
 }
 
@@ -111,10 +116,11 @@ def _exit_report(server: CorralProcess) -> dict[str, int]:
     return {key: value for key, value in lines[0].items() if isinstance(value, int)}
 
 
-def test_a_slow_collector_overflows_the_queue_and_every_lost_span_is_counted(
+def test_a_stalled_collector_overflows_the_queue_and_every_lost_span_is_counted(
     corral: Callable[..., CorralProcess],
 ) -> None:
-    receiver = OtlpReceiver(delay=1.0).start()
+    gate = threading.Event()
+    receiver = OtlpReceiver(gate).start()
     try:
         server = corral(
             "--workers", "2", "--mode", "process", env={**receiver.env(), **SMALL_QUEUE}
@@ -122,9 +128,13 @@ def test_a_slow_collector_overflows_the_queue_and_every_lost_span_is_counted(
         server.wait_ready(2)
         server.crash_generations("process", slot=0, generations=3)
         server.wait_event("ready", slot=0, generation=4)
-        eventually(lambda: _dropped(server)["queue_full"] > 0, timeout=10, what="a queue_full drop")
+        # Room for at most one batch (2) in the held export and 4 in the queue:
+        # every span past those 6 was refused, whatever the timing.
+        recorded = _expected_spans(server)
         live = _dropped(server)
-        assert live["export_failed"] == 0  # the collector is slow, not failing
+        assert live["queue_full"] >= recorded - 6 > 0, (live, recorded)
+        assert live["export_failed"] == 0  # the collector is stalled, not failing
+        gate.set()
         server.send(signal.SIGTERM)
         assert server.wait_exit(60) == 0
         report = _exit_report(server)
