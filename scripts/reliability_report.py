@@ -1,9 +1,14 @@
 """Render RELIABILITY.md from the reliability suite's results (one JSON line per scenario run).
 
 Usage: python scripts/reliability_report.py [--results .reliability/results.jsonl]
-[--soak .reliability/soak.jsonl] [--output RELIABILITY.md] [--command "make reliability"]
+[--soak .reliability/soak.jsonl ...] [--output RELIABILITY.md] [--command "make reliability"]
+[--soak-only]
 
-The soak's rows (from the last ``make soak``) are included when its file exists.
+The soak's rows (from the last ``make soak``, or one file per mode when the
+two soaks ran side by side) go in their own section, when a file exists.
+``--soak-only`` re-renders just that section of an existing RELIABILITY.md and
+keeps the suite's table as it is: a 30-minute soak is run on its own, and
+its figures should not wait for (or invent) a fresh suite run.
 
 The table has one row per scenario and worker mode. The results come from
 tests/reliability (see its conftest.py); this script only formats them, so
@@ -17,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,17 +120,47 @@ def _figures(row: dict[str, Any]) -> str:
     return "<br>".join(f"{k}: {v}" for k, v in row["figures"].items()) or "-"
 
 
+_HEADER = "| scenario | mode | result | load | faults injected | requests sent / failed " + (
+    "| lifecycle events expected / seen | resource figures |"
+)
+_RULE = "|---|---|---|---|---|---|---|---|"
+SOAK_HEADING = "## Soak"
+
+
+def _is_soak(row: dict[str, Any]) -> bool:
+    return bool(row["scenario"].lower().startswith("soak"))
+
+
+def _row(row: dict[str, Any]) -> str:
+    cells = [
+        row["scenario"],
+        row["mode"],
+        f"{row['outcome']} ({row['duration_s']:g} s)",
+        row["load"],
+        row["faults"],
+        _requests(row),
+        _events(row),
+        _figures(row),
+    ]
+    return "| " + " | ".join(_cell(str(c)) for c in cells) + " |"
+
+
+def _soaked(soak: list[dict[str, Any]]) -> str:
+    if not soak:
+        return "not run (`make soak`)"
+    return f"finished {_stamp(max(r['finished_at'] for r in soak))}, in the section below"
+
+
+def _scenarios_line(outcomes: list[tuple[str, float]]) -> str:
+    passed = sum(1 for outcome, _ in outcomes if outcome == "passed")
+    total_s = sum(seconds for _, seconds in outcomes)
+    return f"* scenarios: {passed} of {len(outcomes)} passed, {total_s:.0f} s of scenario time"
+
+
 def render(rows: list[dict[str, Any]], machine: Machine, command: str) -> str:
-    suite = [r for r in rows if not r["scenario"].lower().startswith("soak")]
-    soak = [r for r in rows if r not in suite]
+    suite = [r for r in rows if not _is_soak(r)]
+    soak = [r for r in rows if _is_soak(r)]
     when = _stamp(max(r["finished_at"] for r in suite)) if suite else "no suite run"
-    soaked = (
-        f"`make soak`, finished {_stamp(max(r['finished_at'] for r in soak))}"
-        if soak
-        else ("not run (`make soak`)")
-    )
-    passed = sum(1 for r in rows if r["outcome"] == "passed")
-    total_s = sum(r["duration_s"] for r in rows)
     lines = [
         "# Reliability",
         "",
@@ -139,8 +175,8 @@ def render(rows: list[dict[str, Any]], machine: Machine, command: str) -> str:
         f"* machine: {machine.host}, {machine.cpus} CPUs, {machine.system}",
         f"* python: {machine.python}",
         f"* command: `{command}`",
-        f"* soak rows: {soaked}",
-        f"* scenarios: {passed} of {len(rows)} passed, {total_s:.0f} s of scenario time",
+        f"* soak rows: {_soaked(soak)}",
+        _scenarios_line([(r["outcome"], r["duration_s"]) for r in suite]),
         "",
         "Lifecycle events are `kind: expected / log, metrics, spans`: the structlog lines on",
         "stdout, `corral_lifecycle_events_total{kind}` from a `/metrics` scrape, and spans",
@@ -149,39 +185,91 @@ def render(rows: list[dict[str, Any]], machine: Machine, command: str) -> str:
         "Resource figures are the supervisor process's own (psutil; children excluded). In",
         "thread mode that process also runs the workers, so its CPU and RSS include theirs.",
         "",
-        "| scenario | mode | result | load | faults injected | requests sent / failed "
-        "| lifecycle events expected / seen | resource figures |",
-        "|---|---|---|---|---|---|---|---|",
+        _HEADER,
+        _RULE,
+        *(_row(row) for row in suite),
+        "",
     ]
-    for row in rows:
-        cells = [
-            row["scenario"],
-            row["mode"],
-            f"{row['outcome']} ({row['duration_s']:g} s)",
-            row["load"],
-            row["faults"],
-            _requests(row),
-            _events(row),
-            _figures(row),
-        ]
-        lines.append("| " + " | ".join(_cell(str(c)) for c in cells) + " |")
-    lines.append("")
+    return "\n".join(lines) + render_soak(soak, machine)
+
+
+def render_soak(soak: list[dict[str, Any]], machine: Machine, note: str = "") -> str:
+    """The soak section: what the soak checks, then one row per mode."""
+    if not soak:
+        return ""
+    lines = [
+        "",
+        SOAK_HEADING,
+        "",
+        "`make soak` (`tests/reliability/test_soak.py`; `CORRAL_SOAK_SECONDS`, default 1800).",
+        "Four workers under load; every 10 s one random ready worker is killed (process: SIGSTOP,",
+        "read its connections, SIGKILL; thread: its event loop fails), every 60 s a SIGHUP rolls",
+        "them all. At the end every sink must agree: per kind and over all events, log lines =",
+        "`corral_lifecycle_events_total` = spans the OTLP receiver got, with",
+        "`corral_spans_dropped_total` at 0; each kill is one `crash` (or, if a roll had begun",
+        "draining the victim, one forced `drain_end`); supervisor RSS and fds stay flat after",
+        "the first quarter.",
+        "",
+        f"* machine: {machine.host}, {machine.cpus} CPUs, {machine.system}",
+        f"* finished: {_stamp(max(r['finished_at'] for r in soak))}",
+        *([f"* {note}"] if note else []),
+        "",
+        _HEADER,
+        _RULE,
+        *(_row(row) for row in soak),
+        "",
+    ]
     return "\n".join(lines)
+
+
+_RESULT = re.compile(r"^\| [^|]+ \| [^|]+ \| (\w+) \(([\d.]+) s\) \|")
+
+
+def replace_soak(
+    existing: str, soak: list[dict[str, Any]], machine: Machine, note: str = ""
+) -> str:
+    """``existing`` with its soak rows and section replaced; the suite's rows are kept."""
+    head = existing.split(f"\n{SOAK_HEADING}\n", 1)[0].rstrip("\n") + "\n"
+    kept: list[str] = []
+    outcomes: list[tuple[str, float]] = []
+    for line in head.splitlines():
+        if line.startswith("| Soak"):
+            continue  # an older layout kept the soak rows in the suite's table
+        if match := _RESULT.match(line):
+            outcomes.append((match.group(1), float(match.group(2))))
+        soak_line = line.startswith("* soak rows:")
+        kept.append(f"* soak rows: {_soaked(soak)}" if soak_line else line)
+    text = "\n".join(kept)
+    text = re.sub(r"^\* scenarios: .*$", _scenarios_line(outcomes), text, flags=re.MULTILINE)
+    return text + "\n" + render_soak(soak, machine, note)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=ROOT / ".reliability" / "results.jsonl")
-    parser.add_argument("--soak", type=Path, default=ROOT / ".reliability" / "soak.jsonl")
+    parser.add_argument(
+        "--soak", type=Path, nargs="+", default=[ROOT / ".reliability" / "soak.jsonl"]
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "RELIABILITY.md")
     parser.add_argument("--command", default="make reliability")
     parser.add_argument("--python", default=sys.version.split()[0], help="the suite's python")
+    parser.add_argument("--soak-only", action="store_true", help="re-render the soak section only")
+    parser.add_argument("--note", default="", help="one line on how the soak was run")
     args = parser.parse_args(argv)
+    machine = Machine.here(args.python)
+    if args.soak_only:
+        soak = load(*args.soak)
+        if not soak:
+            print(f"no soak results in {', '.join(map(str, args.soak))}", file=sys.stderr)
+            return 1
+        args.output.write_text(replace_soak(args.output.read_text(), soak, machine, args.note))
+        print(f"wrote the soak section of {args.output} ({len(soak)} rows)")
+        return 0
     if not args.results.exists() or not args.results.read_text().strip():
         print(f"no results in {args.results}; run the reliability suite first", file=sys.stderr)
         return 1
-    rows = load(args.results, args.soak)
-    text = render(rows, Machine.here(args.python), args.command)
+    rows = load(args.results, *args.soak)
+    text = render(rows, machine, args.command)
     args.output.write_text(text)
     print(f"wrote {args.output} ({len(rows)} rows)")
     return 0

@@ -19,15 +19,23 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 # Both ends of a drain are one span (opened at drain_start, closed at drain_end).
 _DRAIN_SPAN = "corral.worker.drain"
+# The longest a gated export is held: a failed test must not hang its threads forever.
+GATE_LIMIT = 120.0
 
 
 class OtlpReceiver(ThreadingHTTPServer):
-    """Start with ``start()``; ``env()`` is what to give corral; ``close()`` at the end."""
+    """Start with ``start()``; ``env()`` is what to give corral; ``close()`` at the end.
+
+    With a ``gate``, every export is held unanswered (and unrecorded) until
+    the test sets it: a collector that has stopped keeping up, which backs
+    spans up in corral's batch processor for exactly as long as the test wants.
+    """
 
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, gate: threading.Event | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.gate = gate
         self.lock = threading.Lock()
         self.requests: list[ExportTraceServiceRequest] = []
         self.paths: list[str] = []
@@ -84,6 +92,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["content-length"]))
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
+        if self.server.gate is not None:
+            self.server.gate.wait(GATE_LIMIT)
         self.server.record(request, self.path, self.headers["content-type"])
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")

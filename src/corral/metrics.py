@@ -188,6 +188,10 @@ class CorralMetrics:
         if request_stats is not None:
             self.registry.register(RequestCollector(request_stats.snapshot))
 
+    def add_span_drops(self, dropped: Callable[[], dict[str, int]]) -> None:
+        """Register ``corral_spans_dropped_total``, read from ``span_export.SpanDrops``."""
+        self.registry.register(SpanDropCollector(dropped))
+
     def expose(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition for an ``Accept`` header: OpenMetrics when asked, else text 0.0.4."""
         encoder, content_type = choose_encoder(accept or "")
@@ -279,6 +283,24 @@ class SinkErrorCollector(Collector):
         errors = self._errors()
         for name in sorted(set(self._names()) | set(errors)):
             family.add_metric([name], errors.get(name, 0))
+        yield family
+
+
+class SpanDropCollector(Collector):
+    """Spans recorded but never delivered to an exporter, by reason (every reason, from 0)."""
+
+    def __init__(self, dropped: Callable[[], dict[str, int]]) -> None:
+        self._dropped = dropped
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "corral_spans_dropped",
+            "Lifecycle spans lost before an exporter accepted them, by reason "
+            "(queue_full, export_failed, shutdown). Export is best-effort; this is its loss.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._dropped().items()):
+            family.add_metric([reason], count)
         yield family
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 
+import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
 from corral.config import ServerConfig
@@ -31,7 +32,10 @@ from corral.service.auth import load_web_config
 from corral.service.figures import BudgetLimit
 from corral.service.live import LiveSources, SupervisorView, fleet_view
 from corral.service.server import ServiceSettings, SidePort
+from corral.span_export import SpanDrops
 from corral.tracing import RecentSpans, build_tracer_provider
+
+log = structlog.get_logger("corral.tracing")
 
 
 class Observability:
@@ -40,7 +44,10 @@ class Observability:
     def __init__(self, config: ServerConfig, environ: Mapping[str, str]) -> None:
         self.config = config
         self.spans = RecentSpans()
-        self.provider: TracerProvider | None = build_tracer_provider(environ, self.spans)
+        self.span_drops = SpanDrops()
+        self.provider: TracerProvider | None = build_tracer_provider(
+            environ, self.spans, self.span_drops
+        )
         self.trace_sink = TraceSink(self.provider) if self.provider else None
         self.feed = EventFeed()
         self.collector = LifecycleCollector([StructlogSink(), self.feed], tracer=self.trace_sink)
@@ -64,6 +71,7 @@ class Observability:
             request_stats=self.request_stats,
             threads=supervisor.mode_decision.mode is WorkerMode.THREAD,
         )
+        metrics.add_span_drops(self.span_drops.snapshot)
         if not self.config.metrics:
             return
         cfg = self.config
@@ -100,6 +108,18 @@ class Observability:
             with contextlib.suppress(Exception):  # an unreachable collector must not block exit
                 self.provider.shutdown()
             self.provider = None
+            self._report_span_drops()
         if self.request_stats is not None:
             self.request_stats.close()
             self.request_stats = None
+
+    def _report_span_drops(self) -> None:
+        """At exit nothing can scrape ``corral_spans_dropped_total`` any more: log the figure."""
+        dropped = self.span_drops.snapshot()
+        if any(dropped.values()):
+            log.warning(
+                "spans dropped",
+                dropped=sum(dropped.values()),
+                exported=self.span_drops.exported,
+                **{f"dropped_{reason}": count for reason, count in dropped.items()},
+            )

@@ -19,6 +19,9 @@ are still recorded for ``/debug/traces`` and for the ids in log lines.
   (default ``corral``); ``service.instance.id`` is unique per supervisor run.
   The exporter and batch processor read their own variables
   (``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_BSP_*``...).
+* Export is best-effort, never silent: a span that does not reach the
+  exporter, or whose export fails, is counted (``span_export``,
+  ``corral_spans_dropped_total``).
 """
 
 from __future__ import annotations
@@ -33,15 +36,12 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-)
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 from corral import __version__
 from corral.errors import ConfigError
 from corral.runtime import is_free_threaded_build
+from corral.span_export import CountedBatchProcessor, SpanDrops
 
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _PROTOCOL_VARS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
@@ -168,13 +168,20 @@ def _grpc_exporter(variable: str) -> SpanExporter:
     return OTLPSpanExporter()
 
 
-def build_tracer_provider(environ: Mapping[str, str], recent: RecentSpans) -> TracerProvider | None:
-    """The provider corral records lifecycle spans with, or ``None`` if OTel is disabled."""
+def build_tracer_provider(
+    environ: Mapping[str, str], recent: RecentSpans, drops: SpanDrops | None = None
+) -> TracerProvider | None:
+    """The provider corral records lifecycle spans with, or ``None`` if OTel is disabled.
+
+    Each exporter sits behind the SDK's batch processor (``span_export``),
+    which counts every span it could not deliver into ``drops``.
+    """
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     exporters = [make_exporter(name, environ) for name in exporter_names(environ)]
     provider = TracerProvider(resource=service_resource(environ))
     provider.add_span_processor(recent)
+    drops = drops if drops is not None else SpanDrops()
     for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(CountedBatchProcessor(exporter, drops, environ))
     return provider
