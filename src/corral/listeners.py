@@ -102,6 +102,36 @@ def describe(sock: socket.socket, *, tls: bool = False) -> str:
     return f"{scheme}://{shown}:{port}"
 
 
+def share_with_workers(sockets: list[socket.socket]) -> None:
+    """Put the listening sockets in non-blocking mode before any worker serves on them.
+
+    Every worker's event loop watches the same listening socket, and on each
+    new connection all of them may wake and call ``accept()``; the losers rely
+    on it failing with ``EAGAIN``. Blocking mode is a flag of the socket's open
+    file description, which every ``dup()`` and every process worker shares, so
+    one blocking copy anywhere puts a losing worker's loop to sleep *inside*
+    ``accept()`` until some later connection arrives: meanwhile it serves
+    nothing, never hears it should drain, and misses its liveness ticks.
+    """
+    for sock in sockets:
+        sock.setblocking(False)
+
+
+def worker_copy(sock: socket.socket) -> socket.socket:
+    """A second descriptor for the listening ``sock``, for a thread worker to own and close.
+
+    Not ``sock.dup()``: that copies the Python object's timeout onto the copy,
+    and for a socket made in blocking mode (Python's default) it clears
+    ``O_NONBLOCK`` on the shared description, under every worker already
+    serving (see ``share_with_workers``). A thread worker whose app failed its
+    startup never reached uvicorn's ``create_server``, which would have set the
+    flag back, so the listener stayed blocking until the next worker started.
+    """
+    copy = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+    copy.setblocking(False)
+    return copy
+
+
 def close_listeners(sockets: list[socket.socket]) -> None:
     """Close the supervisor's copies; unlink Unix socket files it created."""
     for sock in sockets:

@@ -14,6 +14,7 @@ import structlog
 
 from corral.appload import ASGIApp
 from corral.handles import ExitInfo, WorkerExited, WorkerHandle
+from corral.listeners import worker_copy
 from corral.worker import WorkerEngine, describe_exception
 from corral.worker_messages import WorkerSpec
 
@@ -21,9 +22,9 @@ from corral.worker_messages import WorkerSpec
 class ThreadWorker(WorkerHandle):
     """A worker thread in the supervisor's process, sharing the app object.
 
-    It serves on its own ``dup()`` of each listening socket: uvicorn closes the
-    sockets it serves on when it stops, and one worker stopping must not close
-    the listener under its siblings.
+    It serves on its own copy of each listening socket (``listeners.worker_copy``):
+    uvicorn closes the sockets it serves on when it stops, and one worker
+    stopping must not close the listener under its siblings.
     """
 
     def __init__(
@@ -36,7 +37,7 @@ class ThreadWorker(WorkerHandle):
     ) -> None:
         super().__init__(spec)
         self._post = post
-        self._sockets = [sock.dup() for sock in sockets]
+        self._sockets = [worker_copy(sock) for sock in sockets]
         self._engine = WorkerEngine(spec, app, self._sockets, post, ssl_context)
         self._thread = threading.Thread(
             target=self._main, name=f"corral-worker-{spec.slot}", daemon=True

@@ -35,6 +35,27 @@ def _spawned(server: CorralProcess, slot: int) -> list[int]:
     return [e["generation"] for e in server.events("spawn", slot=slot)]
 
 
+def _listener_descriptors_blocking(server: CorralProcess) -> list[bool]:
+    """For each of corral's descriptors on its listening socket, whether it is in blocking mode.
+
+    Read from /proc: the ``flags`` line of fdinfo is the open file description's
+    flags (in octal), which every copy of the listener shares.
+    """
+    port = int(server.base_url.rsplit(":", 1)[1])
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":  # LISTEN
+            inodes.add(f"socket:[{fields[9]}]")
+    blocking = []
+    for fd in os.listdir(f"/proc/{server.pid}/fd"):
+        if os.readlink(f"/proc/{server.pid}/fd/{fd}") in inodes:
+            info = Path(f"/proc/{server.pid}/fdinfo/{fd}").read_text()
+            flags = int(info.split("flags:")[1].split()[0], 8)
+            blocking.append(not flags & os.O_NONBLOCK)
+    return blocking
+
+
 def _due(failed: Event) -> float:
     """When the retry a successor_failed event scheduled was due (monotonic)."""
     return float(failed["monotonic"]) + float(failed["backoff"])
@@ -78,6 +99,29 @@ def test_a_replacement_that_keeps_failing_is_given_up_and_the_old_workers_serve_
     server.wait_event("drain_end", slot=0, generation=1, timeout=30)
     server.wait_event("drain_end", slot=1, generation=1, timeout=30)
     assert [r["generation"] for r in server.side("/workers").json()["workers"]] == [5, 2]
+
+
+def test_replacements_failing_at_boot_leave_the_shared_listener_non_blocking(
+    corral: Start, mode: str, tmp_path: Path
+) -> None:
+    # Every worker's loop wakes for each new connection and all but one lose
+    # the accept() race. Were the listener blocking, a loser would sleep inside
+    # accept() until a later connection came: no serving, no drain. A thread
+    # worker's copy of the listener once made it blocking, and only a worker
+    # that got as far as serving set it back, so failed boots left it so.
+    marker = tmp_path / "fail-startup"
+    server = _start(corral, mode, marker, 2, "--max-restarts", "1", "--backoff-base", "0.05")
+    server.send(signal.SIGHUP)
+    server.wait_for(lambda r: r.get("event") == "rolling restart aborted; old workers keep serving")
+    flags = _listener_descriptors_blocking(server)
+    assert flags and not any(flags), f"blocking copies of the listener: {flags}"
+    for _ in range(20):  # each wakes both workers' loops; the loser must not be stuck
+        assert server.get("/").status_code == 200
+    marker.unlink()
+    server.send(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0
+    drained = [(e["slot"], e["generation"]) for e in server.events("drain_end")]
+    assert sorted(drained) == [(0, 1), (1, 1)], "a worker stuck in accept() never drains"
 
 
 def test_a_second_reload_supersedes_a_retry_waiting_out_its_backoff(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import socket
@@ -18,7 +19,13 @@ from corral import runtime
 from corral.appload import load_app, reload_app, split_app_path
 from corral.config import ServerConfig
 from corral.errors import AppImportError, BindError, ExitCode
-from corral.listeners import close_listeners, create_listeners, describe
+from corral.listeners import (
+    close_listeners,
+    create_listeners,
+    describe,
+    share_with_workers,
+    worker_copy,
+)
 from corral.runtime import ModeDecision, WorkerMode, decide_mode, detect_worker_mode
 
 # --- runtime ------------------------------------------------------------------------------
@@ -459,3 +466,26 @@ def test_close_listeners_tolerates_already_removed_file(short_tmp: Path) -> None
     os.unlink(path)
     close_listeners(listeners)
     assert listeners[0].fileno() == -1
+
+
+def _non_blocking(sock: socket.socket) -> bool:
+    return bool(fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
+
+
+def test_worker_copies_never_put_the_shared_listener_back_in_blocking_mode() -> None:
+    # Blocking mode is a flag of the open file description every copy shares:
+    # one blocking copy would leave a worker that loses an accept() race asleep
+    # inside accept() (see listeners.share_with_workers).
+    (listener,) = create_listeners(ServerConfig(port=0))
+    try:
+        share_with_workers([listener])
+        serving = worker_copy(listener)
+        booting = worker_copy(listener)  # a worker started after the first one serves
+        assert [_non_blocking(s) for s in (listener, serving, booting)] == [True, True, True]
+        assert booting.fileno() not in (listener.fileno(), serving.fileno())
+        assert booting.getsockname() == listener.getsockname()
+        for copy in (serving, booting):
+            copy.close()
+        assert listener.getsockname()[1] > 0, "closing a copy leaves the listener open"
+    finally:
+        close_listeners([listener])

@@ -45,7 +45,7 @@ from corral.incarnation import (
 )
 from corral.lifecycle.collector import LifecycleCollector
 from corral.lifecycle.events import EventKind
-from corral.listeners import close_listeners
+from corral.listeners import close_listeners, share_with_workers
 from corral.policy import RestartPolicy, SlotBudget
 from corral.process_worker import ProcessWorker
 from corral.request_stats.pool import RequestStatsPool
@@ -181,6 +181,7 @@ class Supervisor:
 
     def run(self, sockets: list[socket.socket]) -> ExitCode:
         """Supervise until shutdown completes; returns the exit code corral should use."""
+        share_with_workers(sockets)
         self._spawner.sockets = list(sockets)
         self._loop_thread = threading.current_thread()
         self._selector.register(self._mailbox.reader, selectors.EVENT_READ, self._on_mailbox)
