@@ -114,7 +114,8 @@ def test_replacements_failing_at_boot_leave_the_shared_listener_non_blocking(
     server.send(signal.SIGHUP)
     server.wait_for(lambda r: r.get("event") == "rolling restart aborted; old workers keep serving")
     flags = _listener_descriptors_blocking(server)
-    assert flags and not any(flags), f"blocking copies of the listener: {flags}"
+    assert flags, "no descriptor of corral's on its listening socket"
+    assert not any(flags), f"blocking copies of the listener: {flags}"
     for _ in range(20):  # each wakes both workers' loops; the loser must not be stuck
         assert server.get("/").status_code == 200
     marker.unlink()
