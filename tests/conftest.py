@@ -201,10 +201,12 @@ class CorralProcess:
         return code
 
     def live_pids(self) -> dict[int, int]:
-        """slot -> pid of the latest spawned incarnation, from spawn events."""
+        """slot -> pid of the latest incarnation, from spawn and promote events
+        (a spare's own spawn names no slot)."""
         pids: dict[int, int] = {}
-        for event in self.events("spawn"):
-            pids[event["slot"]] = event["pid"]
+        for event in self.events():
+            if event.get("event") in ("spawn", "promote") and "slot" in event:
+                pids[event["slot"]] = event["pid"]
         return pids
 
     def kill_hard(self) -> None:

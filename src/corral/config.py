@@ -65,6 +65,10 @@ def _doc(text: str, *, flag_name: str | None = None, repeat: bool = False) -> di
     return {"help": text, "flag": flag_name, "repeat": repeat}
 
 
+# Spares are whole workers kept warm: more than a handful only costs memory.
+MAX_SPARES = 16
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Validated settings; constructing one with a bad value raises ``ConfigError``."""
@@ -108,6 +112,13 @@ class ServerConfig:
     on_hung_thread: HungThreadAction = field(
         default=HungThreadAction.EXIT,
         metadata=_doc("When a thread worker hangs: exit (drain the rest, exit 9) or ignore."),
+    )
+    spares: int = field(
+        default=0,
+        metadata=_doc(
+            "Warm spare workers: booted through lifespan startup but not accepting, each "
+            "taking a slot at once when a worker dies, hangs or is replaced; 0: none."
+        ),
     )
     max_requests: int = field(
         default=0,
@@ -326,6 +337,10 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("backlog must be positive and timeout_keep_alive not negative")
     if cfg.ws_max_size <= 0 or cfg.ws_max_queue <= 0:
         raise ConfigError("ws_max_size and ws_max_queue must be positive")
+    if not 0 <= cfg.spares <= MAX_SPARES:
+        raise ConfigError(
+            f"spares must be 0-{MAX_SPARES} (got {cfg.spares}); each spare is a whole warm worker"
+        )
     if cfg.max_requests < 0 or cfg.max_requests_jitter < 0:
         raise ConfigError("max_requests and max_requests_jitter must be 0 (off) or more")
     if cfg.max_requests_jitter and not cfg.max_requests:

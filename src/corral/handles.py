@@ -78,6 +78,9 @@ class WorkerHandle(abc.ABC):
     @abc.abstractmethod
     def force_stop(self) -> None: ...
 
+    def promote(self, slot: int, generation: int) -> None:  # noqa: B027 - no-op by default
+        """Tell a warm spare to take ``slot`` as ``generation`` and start accepting."""
+
     def kill(self) -> None:  # noqa: B027 - deliberately a no-op by default
         """Last resort once ``force_stop`` was ignored; a no-op where impossible."""
 

@@ -52,7 +52,14 @@ from corral.lifecycle.events import CrashReason, EventKind
 from corral.request_stats.layout import BUCKETS
 from corral.request_stats.pool import RequestStatsPool, SlotRequestStats
 from corral.runtime import ModeDecision
-from corral.states import ALIVE_STATES, SlotState, WorkerStatus, required_ready
+from corral.states import (
+    ALIVE_STATES,
+    SLOT_STATES,
+    SlotState,
+    SparesView,
+    WorkerStatus,
+    required_ready,
+)
 
 READY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 DRAIN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -64,6 +71,7 @@ class FleetView:
 
     desired: int
     slots: Sequence[WorkerStatus]
+    spares: SparesView | None = None  # None: a supervisor that keeps no spares
 
 
 FleetSource = Callable[[], FleetView]
@@ -239,13 +247,14 @@ class FleetCollector(Collector):
         )
         for row in view.slots:
             label = str(row.slot)
-            for each in SlotState:
+            for each in SLOT_STATES:
                 state.add_metric([label, each.value], 1.0 if row.state is each else 0.0)
             if row.started_at is not None:
                 started.add_metric([label], row.started_at)
             budget.add_metric([label], row.budget_remaining)
             exhausted.add_metric([label], 1.0 if row.state is SlotState.EXHAUSTED else 0.0)
         yield from (desired, alive, ready, state, started, budget, exhausted)
+        yield from _spare_families(view.spares)
 
     def _limit_families(self, view: FleetView) -> Iterator[Metric]:
         """The configured budget and the readiness bar, beside the state they bound."""
@@ -265,6 +274,24 @@ class FleetCollector(Collector):
         )
         min_ready.add_metric([], required_ready(self._limits.min_ready, view.slots))
         yield from (limit, window, min_ready)
+
+
+def _spare_families(spares: SparesView | None) -> Iterator[Metric]:
+    """The warm spares (--spares): wanted, warm, and whether they were given up."""
+    desired = GaugeMetricFamily(
+        "corral_spares_desired", "Warm spare workers configured (--spares)."
+    )
+    ready = GaugeMetricFamily(
+        "corral_spares_ready", "Warm spares booted and waiting to take a slot at once."
+    )
+    exhausted = GaugeMetricFamily(
+        "corral_spares_exhausted",
+        "1 while spares are given up (they failed past their own restart budget) until a reload.",
+    )
+    desired.add_metric([], spares.desired if spares else 0)
+    ready.add_metric([], spares.ready if spares else 0)
+    exhausted.add_metric([], 1.0 if spares and spares.exhausted else 0.0)
+    yield from (desired, ready, exhausted)
 
 
 class SinkErrorCollector(Collector):

@@ -17,7 +17,7 @@ from typing import Any
 
 from corral.handles import ExitInfo, WorkerHandle
 from corral.worker import DUMP_STACKS_SIGNAL, process_main
-from corral.worker_messages import ControlCommand, WorkerMessage, WorkerSpec
+from corral.worker_messages import ControlCommand, Promote, WorkerMessage, WorkerSpec
 
 
 class ProcessWorker(WorkerHandle):
@@ -76,7 +76,10 @@ class ProcessWorker(WorkerHandle):
         message = self.raised_message or self.boot_message
         return ExitInfo(exit_code=code, raised=self.raised_message is not None, message=message)
 
-    def _send(self, command: ControlCommand) -> None:
+    def promote(self, slot: int, generation: int) -> None:
+        self._send(Promote(slot, generation))
+
+    def _send(self, command: ControlCommand | Promote) -> None:
         with contextlib.suppress(OSError, ValueError):  # dead or closed: the sentinel says so
             self._control.send(command)
 

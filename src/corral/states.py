@@ -24,7 +24,11 @@ class SlotState(enum.Enum):
     EXHAUSTED = "exhausted"  # out of restart budget: not started again
     HUNG = "hung"  # a thread worker whose event loop stopped (a thread cannot be killed)
     STOPPED = "stopped"  # no worker, and none coming: corral is shutting down
+    SPARE = "spare"  # a warm spare (--spares), not a slot: booted, not accepting, waiting
 
+
+# The states a slot can be in: SPARE is a spare's, never a slot's.
+SLOT_STATES = tuple(state for state in SlotState if state is not SlotState.SPARE)
 
 # A slot in one of these has a live worker incarnation (its pid/thread is real).
 ALIVE_STATES = frozenset({SlotState.STARTING, SlotState.READY, SlotState.DRAINING})
@@ -61,6 +65,7 @@ STATE_STYLES: dict[SlotState, StateStyle] = {
     SlotState.EXHAUSTED: StateStyle("exhausted", "red", "#b00020"),
     SlotState.HUNG: StateStyle("hung", "bright_red", "#d35400"),
     SlotState.STOPPED: StateStyle("stopped", "bright_black", "#777777"),
+    SlotState.SPARE: StateStyle("spare", "blue", "#5b4fb0"),
 }
 
 
@@ -112,3 +117,37 @@ def required_ready(min_ready: int | None, slots: Iterable[WorkerStatus]) -> int:
     if min_ready is not None:
         return min_ready
     return max(1, sum(1 for row in slots if row.state is not SlotState.EXHAUSTED))
+
+
+@dataclass(frozen=True, slots=True)
+class SpareStatus:
+    """One spare as ``/workers`` and the metrics show it."""
+
+    number: int
+    pid: int | None
+    thread_id: int | None
+    state: SlotState  # SPARE once warm, STARTING while it boots
+    started_at: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "spare": self.number,
+            "pid": self.pid,
+            "thread_id": self.thread_id,
+            "state": self.state.value,
+            "started_at": self.started_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SparesView:
+    """The spares at one moment: how many are wanted, and each one there is."""
+
+    desired: int
+    budget_remaining: int
+    exhausted: bool
+    rows: tuple[SpareStatus, ...] = ()
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for row in self.rows if row.state is SlotState.SPARE)

@@ -345,7 +345,21 @@ def render(report: StatusReport, now: float | None = None) -> list[str]:
         else:
             cells = [click.style(cell, bold=True) for cell in cells]
         lines.append("  ".join(cells).rstrip())
+    spares = info.get("spares")
+    if isinstance(spares, dict) and spares.get("desired"):
+        lines.extend(["", _spares_line(spares, threads=info.get("mode") == "thread")])
     return lines
+
+
+def _spares_line(spares: dict[str, Any], *, threads: bool) -> str:
+    """Warm spares, one line: how many of how many, and each one's pid (or thread)."""
+    given_up = " (given up until a reload)" if spares.get("exhausted") else ""
+    each = []
+    for spare in spares.get("workers") or []:
+        worker = spare.get("thread_id" if threads else "pid")
+        each.append(f"#{spare.get('spare')} {spare.get('state')} ({_dash(worker)})")
+    listed = ": " + ", ".join(each) if each else ""
+    return f"spares: {spares.get('ready')} of {spares.get('desired')} warm{given_up}{listed}"
 
 
 def _dash(value: object) -> str:

@@ -70,6 +70,9 @@ class ThreadWorker(WorkerHandle):
                 sock.close()
             self._post(WorkerExited(self.spec.slot, self.spec.generation, info))
 
+    def promote(self, slot: int, generation: int) -> None:
+        self._engine.promote(slot, generation)
+
     def drain(self) -> None:
         self._engine.drain()
 

@@ -16,17 +16,20 @@ import os
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 
 import structlog
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from corral.appload import ASGIApp, load_app
 from corral.errors import AppImportError
+from corral.liveness import TICK_SECONDS
 from corral.logs import configure_logging
 from corral.request_stats.recorder import RequestRecorder, open_recorder
 from corral.runtime import WorkerMode
@@ -34,6 +37,7 @@ from corral.uvicorn_config import build_uvicorn_config
 from corral.worker_messages import (
     BootFailed,
     ControlCommand,
+    Promote,
     Raised,
     Ready,
     Recycle,
@@ -82,7 +86,12 @@ def _enter_worker(spec: WorkerSpec) -> None:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server with signal handling removed and loop-start, ready and tick hooks."""
+    """uvicorn's server with signal handling removed and loop-start, ready and tick hooks.
+
+    ``hold``, for a spare, runs between lifespan startup and the first
+    ``create_server``: it returns True once the spare is promoted (go on and
+    accept), False if it was told to stop first.
+    """
 
     def __init__(
         self,
@@ -90,11 +99,13 @@ class _Server(uvicorn.Server):
         on_loop: Callable[[asyncio.AbstractEventLoop], None],
         on_ready: Callable[[], None],
         on_tick: Callable[[int], None],
+        hold: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         super().__init__(config)
         self._on_loop = on_loop
         self._on_ready = on_ready
         self._on_tick = on_tick
+        self._hold = hold
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -102,9 +113,31 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._on_loop(asyncio.get_running_loop())
+        if self._hold is not None and not await self._warm_up_and_hold():
+            return
         await super().startup(sockets)
         if self.started:
             self._on_ready()
+
+    async def _warm_up_and_hold(self) -> bool:
+        """A spare's lifespan startup, then the wait for its promotion.
+
+        uvicorn's ``startup`` runs the lifespan startup and then listens; a spare
+        runs the first half here and, once promoted, lets uvicorn's run the rest
+        with the lifespan already started. Told to stop before that, it runs the
+        app's lifespan shutdown itself: uvicorn only does for a server that started.
+        """
+        assert self._hold is not None
+        lifespan = self.lifespan
+        await lifespan.startup()
+        if lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)  # what uvicorn's own startup does
+        if not await self._hold():
+            self.should_exit = True
+            await lifespan.shutdown()
+            return False
+        lifespan.startup = _started_already
+        return True
 
     async def on_tick(self, counter: int) -> bool:
         """uvicorn's own 0.1 s tick: a free place for per-worker housekeeping."""
@@ -142,6 +175,10 @@ class _Server(uvicorn.Server):
             transport = getattr(connection, "transport", None)
             if transport is not None:
                 transport.close()
+
+
+async def _started_already() -> None:
+    """Stands in for a promoted spare's lifespan startup, which ran before it waited."""
 
 
 class WorkerEngine:
@@ -182,7 +219,10 @@ class WorkerEngine:
             raise
         uv_config = serving.config
         self._wsgi_pool = serving.wsgi_pool
-        self._server = _Server(uv_config, self._loop_started, self._announce_ready, self._tick)
+        hold = self._hold_as_spare if spec.spare else None
+        self._server = _Server(
+            uv_config, self._loop_started, self._announce_ready, self._tick, hold
+        )
         self._recycle_asked = False
         # Re-entrant: in a process worker, the SIGTERM handler calls ``drain``
         # on the loop's own thread, possibly while that thread holds the lock.
@@ -190,6 +230,10 @@ class WorkerEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_finished = False
         self._pending: list[Callable[[], None]] = []
+        # A spare's promotion: where it goes (set by ``promote``, from any thread)
+        # and what wakes its wait (made on the loop, set on the loop).
+        self._promote_to: Promote | None = None
+        self._spare_wake: asyncio.Event | None = None
 
     def _announce_ready(self) -> None:
         spec = self.spec
@@ -243,6 +287,45 @@ class WorkerEngine:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(fn)
 
+    # --- Spares -----------------------------------------------------------------
+
+    def promote(self, slot: int, generation: int) -> None:
+        """A spare takes ``slot`` as ``generation`` and starts accepting; thread-safe."""
+        with self._control_lock:
+            self._promote_to = Promote(slot, generation)
+        self._call_in_loop(self._wake_spare)
+
+    def _wake_spare(self) -> None:
+        if self._spare_wake is not None:
+            self._spare_wake.set()
+
+    async def _hold_as_spare(self) -> bool:
+        """On the loop: report warm, then wait, beating, until promoted (True) or stopped.
+
+        The heartbeat goes on while it waits, so a spare whose loop blocks is
+        found hung like any worker; uvicorn's own tick only starts once it serves.
+        """
+        wake = self._spare_wake = asyncio.Event()
+        self._announce_ready()
+        server = self._server
+        while True:
+            with self._control_lock:
+                promotion = self._promote_to
+            if server.should_exit:
+                return False
+            if promotion is not None:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), TICK_SECONDS)
+            self._tick(0)
+        self.spec = replace(
+            self.spec, slot=promotion.slot, generation=promotion.generation, spare=False
+        )
+        _enter_worker(self.spec)  # in the serving task's context: its connections inherit it
+        return True
+
+    # --- Stopping ----------------------------------------------------------------
+
     def drain(self) -> None:
         """Stop accepting, finish in-flight requests, run lifespan shutdown, return from ``run``."""
         self._call_in_loop(self._begin_drain)
@@ -254,6 +337,7 @@ class WorkerEngine:
         for server in getattr(self._server, "servers", []):
             server.close()
         self._server.should_exit = True
+        self._wake_spare()
 
     def force_stop(self) -> None:
         """Abandon in-flight work: close connections and cancel every task in the loop."""
@@ -355,6 +439,8 @@ def _follow_control_pipe(control: Connection, engine: WorkerEngine) -> None:
             engine.drain()
         elif command is ControlCommand.FORCE:
             engine.force_stop()
+        elif isinstance(command, Promote):
+            engine.promote(command.slot, command.generation)
     engine.drain()
     time.sleep(ORPHAN_GRACE_SECONDS)
     os._exit(EXIT_ORPHANED)

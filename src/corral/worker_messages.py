@@ -34,6 +34,14 @@ class WorkerSpec:
     # This incarnation's --max-requests plus its jitter: ask for a replacement
     # after serving this many requests; 0 means never.
     request_limit: int = 0
+    # A warm spare (``--spares``): it runs lifespan startup, reports ``Ready``,
+    # and does not accept connections until it is promoted into a slot. Until
+    # then ``slot`` is ``SPARE_SLOT`` and ``generation`` the spare's number.
+    spare: bool = False
+
+
+# The slot a spare's spec names until it is promoted into a real one.
+SPARE_SLOT = -1
 
 
 # --- Messages from a worker to its supervisor ---------------------------------
@@ -83,3 +91,11 @@ class ControlCommand(enum.Enum):
 
     DRAIN = "drain"
     FORCE = "force"
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    """To a spare: take ``slot`` as its ``generation`` and start accepting connections."""
+
+    slot: int
+    generation: int

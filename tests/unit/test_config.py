@@ -75,7 +75,7 @@ def test_defaults() -> None:
 def test_field_helpers() -> None:
     assert FIELD_NAMES[0] == "host"
     assert "max_restarts" in FIELD_NAMES
-    assert len(FIELD_NAMES) == len(set(FIELD_NAMES)) == 59
+    assert len(FIELD_NAMES) == len(set(FIELD_NAMES)) == 60
     assert field_default("workers") == 1
     assert field_default("mode") is None
     assert field_type("workers") == "int"

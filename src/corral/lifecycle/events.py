@@ -33,6 +33,8 @@ class EventKind(enum.Enum):
     RECYCLE = "recycle"  # a worker reached --max-requests and is replaced, rolling
     # A recycle's or a reload's successor died before it was ready; the old worker serves on.
     SUCCESSOR_FAILED = "successor_failed"
+    # A warm spare (--spares) took a slot: the slot's next generation, serving at once.
+    PROMOTE = "promote"
 
 
 class CrashReason(enum.Enum):
@@ -56,7 +58,9 @@ class SuccessorRole(enum.Enum):
 class LifecycleEvent:
     """One lifecycle transition. ``seq`` is stamped by the collector, in delivery order.
 
-    ``slot`` is ``None`` for supervisor-wide events (start, stop, reload).
+    ``slot`` is ``None`` for supervisor-wide events (start, stop, reload) and
+    for a warm spare's own events, which name the spare by ``spare`` instead;
+    a ``promote`` event has both: the spare, and the slot it took.
     ``wall_time`` is for humans and exporters; ``monotonic`` for durations.
     """
 
@@ -75,6 +79,7 @@ class LifecycleEvent:
     reason: CrashReason | None = None
     uptime: float | None = None
     role: SuccessorRole | None = None  # successor_failed: what the successor was for
+    spare: int | None = None  # a warm spare's number (its own events, and promote)
     # Respawn and budget details.
     restart_number: int | None = None
     backoff: float | None = None

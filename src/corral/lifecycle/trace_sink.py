@@ -45,12 +45,16 @@ SPAN_NAMES: dict[EventKind, str] = {
     EventKind.FORCE_STOP: "corral.worker.force_stop",
     EventKind.RECYCLE: "corral.worker.recycle",
     EventKind.SUCCESSOR_FAILED: "corral.worker.successor_failed",
+    EventKind.PROMOTE: "corral.worker.promote",
 }
 
 # Spans whose status is ERROR.
 _FAILURES = frozenset({EventKind.CRASH, EventKind.BUDGET_EXHAUSTED, EventKind.SUCCESSOR_FAILED})
 
-_Incarnation = tuple[int, int]  # (slot, generation)
+_Incarnation = tuple[int, int]  # (slot, generation), or (SPARES, the spare's number)
+
+# The lineage of warm spares: their spans chain like a slot's until one is promoted.
+SPARES = -1
 
 
 def _ns(seconds: float) -> int:
@@ -72,6 +76,7 @@ def attributes(event: LifecycleEvent) -> dict[str, AttributeValue]:
         "corral.crash.reason": event.reason.value if event.reason else None,
         "corral.worker.uptime": event.uptime,
         "corral.successor.role": event.role.value if event.role else None,
+        "corral.spare": event.spare,
         "corral.restart.number": event.restart_number,
         "corral.restart.backoff": event.backoff,
         "corral.restart.budget_remaining": event.budget_remaining,
@@ -117,27 +122,41 @@ class TraceSink:
             return self._drain_start(event)
         if kind is EventKind.DRAIN_END:
             return self._drain_end(event)
-        if event.slot is None:
+        if kind is EventKind.PROMOTE:
+            return self._promote(event)
+        if event.slot is None and event.spare is None:
             return self._supervisor_span(event)
         return self._worker_span(event)
 
     def _spawn(self, event: LifecycleEvent) -> SpanContext:
-        assert event.slot is not None
-        links = _links(self._pending_respawn.pop(event.slot, None))
+        links = _links(self._pending_respawn.pop(_lineage(event), None))
         context = self._instant(event, parent=None, links=links)
+        self._spawns[_incarnation(event)] = context
+        return context
+
+    def _promote(self, event: LifecycleEvent) -> SpanContext:
+        """A spare takes a slot: linked like a respawn (to the respawn that asked, else the
+        slot's last crash) and to the spare's own spawn; the slot's next events hang off it."""
+        assert event.slot is not None
+        assert event.spare is not None
+        spare = self._spawns.pop((SPARES, event.spare), None)
+        cause = self._pending_respawn.pop(event.slot, None) or self._last_crash.get(event.slot)
+        context = self._instant(
+            event, parent=cause or spare, links=[*_links(cause), *_links(spare)]
+        )
         self._spawns[(event.slot, event.generation)] = context
         return context
 
     def _worker_span(self, event: LifecycleEvent) -> SpanContext:
-        assert event.slot is not None
-        key = (event.slot, event.generation)
+        key = _incarnation(event)
+        lineage = _lineage(event)
         spawn = self._spawns.get(key)
         kind = event.kind
         if kind in (EventKind.RESPAWN, EventKind.BUDGET_EXHAUSTED, EventKind.SUCCESSOR_FAILED):
-            crash = self._last_crash.get(event.slot)
+            crash = self._last_crash.get(lineage)
             context = self._instant(event, parent=crash or spawn, links=_links(crash))
             if kind is EventKind.RESPAWN:
-                self._pending_respawn[event.slot] = context
+                self._pending_respawn[lineage] = context
             return context
         if kind is EventKind.FORCE_STOP:
             drain = self._drains.get(key)
@@ -149,20 +168,18 @@ class TraceSink:
             start = event.wall_time - event.duration
         context = self._instant(event, parent=spawn, links=_links(spawn), start=start)
         if kind in (EventKind.CRASH, EventKind.EXIT):
-            self._last_crash[event.slot] = context
+            self._last_crash[lineage] = context
             self._spawns.pop(key, None)
         return context
 
     def _drain_start(self, event: LifecycleEvent) -> SpanContext:
-        assert event.slot is not None
-        key = (event.slot, event.generation)
+        key = _incarnation(event)
         span = self._start(event, parent=self._spawns.get(key), links=())
         self._drains[key] = span
         return span.get_span_context()
 
     def _drain_end(self, event: LifecycleEvent) -> SpanContext:
-        assert event.slot is not None
-        key = (event.slot, event.generation)
+        key = _incarnation(event)
         self._spawns.pop(key, None)
         span = self._drains.pop(key, None)
         if span is None:  # no drain_start on record: record the drain as one instant
@@ -212,6 +229,17 @@ class TraceSink:
             span.set_status(Status(StatusCode.ERROR, event.message or event.kind.value))
         span.end(end_time=_ns(event.wall_time))
         return span.get_span_context()
+
+
+def _lineage(event: LifecycleEvent) -> int:
+    """The slot whose history an event belongs to; spares share one (``SPARES``)."""
+    return event.slot if event.slot is not None else SPARES
+
+
+def _incarnation(event: LifecycleEvent) -> _Incarnation:
+    if event.slot is None and event.spare is not None:
+        return (SPARES, event.spare)
+    return (_lineage(event), event.generation)
 
 
 def _links(context: SpanContext | None) -> list[Link]:

@@ -171,8 +171,22 @@ class RequestStatsPool:
             lane.reset(header=True)
             lease = StatsLease(lane.path, lane.index, slot)
             lane.lease = lease
-            self._retired.setdefault(slot, _Totals())
+            if slot >= 0:  # a spare's lane (negative slot) counts for no slot until promoted
+                self._retired.setdefault(slot, _Totals())
             return lease
+
+    def reassign(self, lease: StatsLease, slot: int) -> StatsLease:
+        """The same lane, now counted for ``slot``: a warm spare took that slot.
+
+        The worker keeps writing into the same block; only whose totals it
+        joins changes. A spare never served, so nothing counted is moved.
+        """
+        with self._lock:
+            lane = self._live_lane(lease)
+            moved = StatsLease(lease.path, lease.lane, slot)
+            lane.lease = moved
+            self._retired.setdefault(slot, _Totals())
+            return moved
 
     def release(self, lease: StatsLease) -> None:
         """Fold the lane's final counts into the slot's retired totals, zero it and free it.
@@ -184,11 +198,9 @@ class RequestStatsPool:
         with self._lock:
             if self._closed:
                 return
-            lane = self._lanes[lease.lane] if 0 <= lease.lane < len(self._lanes) else None
-            if lane is None or lane.lease is not lease:
-                raise ValueError(f"{lease} is not a live lease of this pool")
+            lane = self._live_lane(lease)
             values = lane.read()
-            if values is not None:
+            if values is not None and lease.slot >= 0:
                 self._retired[lease.slot].add_block(values)
             lane.reset(header=False)
             lane.lease = None
@@ -213,7 +225,7 @@ class RequestStatsPool:
                 in_flight[slot] = 0.0
                 ws_open[slot] = 0.0
             for lane in self._lanes:
-                if lane.lease is None:
+                if lane.lease is None or lane.lease.slot < 0:
                     continue
                 values = lane.read()
                 if values is None:
@@ -224,6 +236,12 @@ class RequestStatsPool:
         return {
             slot: _render(t, in_flight[slot], ws_open[slot]) for slot, t in sorted(totals.items())
         }
+
+    def _live_lane(self, lease: StatsLease) -> _Lane:
+        lane = self._lanes[lease.lane] if 0 <= lease.lane < len(self._lanes) else None
+        if lane is None or lane.lease is not lease:
+            raise ValueError(f"{lease} is not a live lease of this pool")
+        return lane
 
     def close(self) -> None:
         """Unmap every lane and remove the directory; idempotent."""

@@ -21,7 +21,7 @@ from corral.service.sources import (
     Readiness,
     Unsubscribe,
 )
-from corral.states import Phase, SlotState, WorkerStatus, required_ready
+from corral.states import Phase, SlotState, SparesView, WorkerStatus, required_ready
 from corral.tracing import RecentSpans
 
 # How long /healthz waits for the supervision loop to answer a ping.
@@ -46,11 +46,15 @@ class SupervisorView(Protocol):
 
     def status(self) -> list[WorkerStatus]: ...
 
+    def spares(self) -> SparesView: ...
+
     def ping(self, timeout: float = ...) -> bool: ...
 
 
 def fleet_view(supervisor: SupervisorView) -> FleetView:
-    return FleetView(desired=supervisor.worker_count, slots=supervisor.status())
+    return FleetView(
+        desired=supervisor.worker_count, slots=supervisor.status(), spares=supervisor.spares()
+    )
 
 
 class LiveSources:
@@ -113,6 +117,7 @@ class LiveSources:
             "time": time.time(),
             "budget": self._budget.as_dict() if self._budget is not None else None,
             "workers": rows,
+            "spares": _spares(self._supervisor.spares()),
         }
 
     def events(self, since: int) -> list[dict[str, Any]]:
@@ -123,6 +128,16 @@ class LiveSources:
 
     def traces(self) -> list[dict[str, Any]]:
         return self._spans.snapshot() if self._spans is not None else []
+
+
+def _spares(view: SparesView) -> dict[str, object]:
+    return {
+        "desired": view.desired,
+        "ready": view.ready,
+        "budget_remaining": view.budget_remaining,
+        "exhausted": view.exhausted,
+        "workers": [row.as_dict() for row in view.rows],
+    }
 
 
 def _row(row: dict[str, object]) -> dict[str, object]:

@@ -54,6 +54,7 @@ MARKS: tuple[Mark, ...] = (
     Mark("crash:hang", "cross", "#d35400", "hang (killed)"),
     Mark("force_stop", "bar", "#6a1b9a", "force stop"),
     Mark("recycle", "circle", "#00897b", "recycle"),
+    Mark("promote", "circle", "#5b4fb0", "spare promoted"),
     Mark("budget_exhausted", "diamond", "#b00020", "budget exhausted"),
     Mark("reload", "triangle", "#444444", "reload", fleet=True),
 )

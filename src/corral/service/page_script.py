@@ -114,7 +114,7 @@ function apply(event) {
   if (event.pid !== undefined && inc.pid === null) inc.pid = event.pid;
   if (event.thread_id !== undefined) inc.thread = event.thread_id;
   if (kind === "spawn") inc.start = Math.min(inc.start, t);
-  else if (kind === "ready") enter(inc, "ready", t);
+  else if (kind === "ready" || kind === "promote") enter(inc, "ready", t);
   else if (kind === "drain_start") enter(inc, "draining", t);
   else if (kind === "crash" && event.reason === "hang" && event.mode === "thread") {
     enter(inc, "hung", t);  // told when found: the thread may still come back
@@ -172,6 +172,11 @@ function renderSummary(data) {
     ["requests", total.toFixed(1) + "/s"],
     ["restarts in window", String(rows.reduce((n, r) => n + (r.restarts_in_window || 0), 0))],
   ];
+  const spares = data.spares;
+  if (spares && spares.desired) {
+    items.push(["spares", spares.ready + " of " + spares.desired + " warm"
+      + (spares.exhausted ? " (given up)" : "")]);
+  }
   const budget = data.budget;
   if (budget) {
     items.push(["budget",

@@ -51,7 +51,7 @@ from corral.process_worker import ProcessWorker
 from corral.request_stats.pool import RequestStatsPool
 from corral.runtime import ModeDecision, WorkerMode, decide_mode
 from corral.sdnotify import SystemdNotifier
-from corral.states import Phase, SlotState, WorkerStatus
+from corral.states import Phase, SlotState, SparesView, WorkerStatus
 from corral.supervisor.emitter import Emitter
 from corral.supervisor.fleet import Fleet, Slot
 from corral.supervisor.incarnations import IncarnationDriver
@@ -64,9 +64,10 @@ from corral.supervisor.loop import (
 )
 from corral.supervisor.restarts import Restarts
 from corral.supervisor.rolling import Roller
+from corral.supervisor.spares import Spares
 from corral.supervisor.spawner import Spawner
 from corral.supervisor.systemd import SystemdLink
-from corral.worker_messages import BootFailed, Raised, Recycle
+from corral.worker_messages import SPARE_SLOT, BootFailed, Raised, Recycle
 from corral.worker_messages import Ready as WorkerReady
 
 log = structlog.get_logger("corral.supervisor")
@@ -116,10 +117,26 @@ class Supervisor:
             on_process_spoke=self._process_spoke,
         )
         self._driver = IncarnationDriver(Timing.from_config(config), emitter)
-        self._roller = Roller(
-            self._fleet, self._spawner, emitter, self._policy, app_path=app_path, drain=self._drain
+        self._spares = Spares(
+            config.spares,
+            self._policy,
+            fleet=self._fleet,
+            spawner=self._spawner,
+            emitter=emitter,
+            drain=self._drain,
         )
-        self._restarts = Restarts(config, self._fleet, self._spawner, self._roller, emitter)
+        self._roller = Roller(
+            self._fleet,
+            self._spawner,
+            emitter,
+            self._policy,
+            app_path=app_path,
+            drain=self._drain,
+            spares=self._spares,
+        )
+        self._restarts = Restarts(
+            config, self._fleet, self._spawner, self._roller, emitter, spares=self._spares
+        )
 
     # --- Public API -------------------------------------------------------
 
@@ -179,6 +196,11 @@ class Supervisor:
             mode = self.mode.value
             return [self._fleet.row(slot, mode, now) for slot in self._fleet.ordered()]
 
+    def spares(self) -> SparesView:
+        """The warm spares now (``--spares``), safe to call from any thread."""
+        with self._lock:
+            return self._spares.view(time.monotonic())
+
     def run(self, sockets: list[socket.socket]) -> ExitCode:
         """Supervise until shutdown completes; returns the exit code corral should use."""
         share_with_workers(sockets)
@@ -194,7 +216,7 @@ class Supervisor:
         finally:
             restore_signals()
             with self._lock:
-                for handle in self._fleet.live():  # unwinding from an error: leave nothing
+                for handle in self._live():  # unwinding from an error: leave nothing
                     handle.kill()
                 self._emit(EventKind.SUPERVISOR_STOP, message=f"exit code {int(self._exit_code)}")
             self._selector.close()
@@ -212,6 +234,17 @@ class Supervisor:
             slot = Slot(index, SlotBudget(self._policy))
             fleet.slots[index] = slot
             slot.worker = self._spawner.spawn(slot)
+        self._spares.fill()
+
+    def _live(self) -> list[WorkerHandle]:
+        """Every incarnation not exited yet: the slots' and the spares'."""
+        spares = [h for h in self._spares.handles() if h.exit_info is None]
+        return [*self._fleet.live(), *spares]
+
+    def _find(self, slot: int, generation: int) -> WorkerHandle | None:
+        if slot == SPARE_SLOT:
+            return self._spares.find(generation)
+        return self._fleet.find(slot, generation)
 
     def _loop_once(self) -> None:
         ready = self._selector.select(self._timeout())
@@ -220,14 +253,16 @@ class Supervisor:
                 key.data(key.fileobj)
             self._on_deadlines(time.monotonic())
             fleet = self._fleet
-            if fleet.phase in (Phase.DRAINING, Phase.FORCING) and not fleet.live():
+            if fleet.phase in (Phase.DRAINING, Phase.FORCING) and not self._live():
                 fleet.phase = Phase.DONE
 
     def _timeout(self) -> float | None:
         with self._lock:
             fleet = self._fleet
             deadlines = fleet.deadlines()
-            deadlines.extend(h.life.deadline for h in fleet.live() if h.life.deadline is not None)
+            if self._spares.respawn_at is not None:
+                deadlines.append(self._spares.respawn_at)
+            deadlines.extend(h.life.deadline for h in self._live() if h.life.deadline is not None)
             if self._systemd.watchdog_at is not None:
                 deadlines.append(self._systemd.watchdog_at)
         if not deadlines:
@@ -237,7 +272,8 @@ class Supervisor:
     def _on_deadlines(self, now: float) -> None:
         self._restarts.respawn_due(now)
         self._roller.successors_due(now)
-        for handle in self._fleet.live():
+        self._spares.due(now)
+        for handle in self._live():
             due = handle.life.deadline
             if handle.exit_info is None and due is not None and due <= now:
                 happening = DeadlinePassed(now, handle.last_sign_of_life())
@@ -267,7 +303,7 @@ class Supervisor:
             elif isinstance(item, Ping):
                 item.answered.set()
             elif isinstance(item, WorkerExited):
-                handle = self._fleet.find(item.slot, item.generation)
+                handle = self._find(item.slot, item.generation)
                 if handle is not None and handle.exit_info is None:
                     self._on_exit(handle, item.info)
             else:
@@ -275,7 +311,7 @@ class Supervisor:
 
     def _on_messages(self, messages: list[Any]) -> None:
         for message in messages:
-            handle = self._fleet.find(message.slot, message.generation)
+            handle = self._find(message.slot, message.generation)
             if handle is None or handle.exit_info is not None:
                 continue
             if isinstance(message, WorkerReady):
@@ -297,7 +333,7 @@ class Supervisor:
         elif command is Command.FORCE:
             self._begin_shutdown()
             self._fleet.phase = Phase.FORCING
-            for handle in self._fleet.live():
+            for handle in self._live():
                 self._force(handle, "forced by operator signal")
         elif command is Command.RESTART:
             self._roller.begin()
@@ -310,6 +346,9 @@ class Supervisor:
 
     def _on_ready(self, handle: WorkerHandle) -> None:
         self._settle(handle, self._driver.feed(handle, Ready(time.monotonic())))
+        if handle.spec.spare:
+            self._spares.on_ready(handle)
+            return
         fleet = self._fleet
         fleet.any_ready = True
         slot = fleet.slots[handle.slot]
@@ -320,8 +359,13 @@ class Supervisor:
 
     def _on_exit(self, handle: WorkerHandle, info: ExitInfo) -> None:
         handle.exit_info = info
-        slot = self._fleet.slots[handle.slot]
+        spare = self._spares.owns(handle)
         self._settle(handle, self._driver.feed(handle, Exited(time.monotonic(), info)))
+        if spare:
+            self._spares.detach(handle)
+            self._spawner.bury(handle)
+            return
+        slot = self._fleet.slots[handle.slot]
         slot.detach(handle)
         if slot.removing and slot.empty():
             del self._fleet.slots[slot.index]
@@ -329,9 +373,11 @@ class Supervisor:
 
     def _settle(self, handle: WorkerHandle, actions: list[Action]) -> None:
         """Carry out what a worker's transition means beyond the worker itself."""
-        slot = self._fleet.slots[handle.slot]
         for action in actions:
-            if isinstance(action, Failed):
+            if isinstance(action, Failed) and self._spares.owns(handle):
+                self._spares.on_failed(handle, action, time.monotonic())
+            elif isinstance(action, Failed):
+                slot = self._fleet.slots[handle.slot]
                 escalation = self._restarts.on_failed(slot, handle, action, time.monotonic())
                 if escalation is not None:
                     self._exit_code = escalation.exit_code
@@ -366,9 +412,10 @@ class Supervisor:
         # kernel has no listener left and answers connects with RST.
         close_listeners(self._spawner.sockets)
         self._roller.clear()
+        self._spares.stop()
         for slot in fleet.slots.values():
             slot.respawn_at = None
-        for handle in fleet.live():
+        for handle in self._live():
             self._drain(handle)
 
 

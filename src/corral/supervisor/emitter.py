@@ -2,7 +2,8 @@
 
 Every lifecycle event the supervisor sends goes through ``Emitter.emit``, so
 each one carries the same identity fields (mode, times, slot, generation, pid,
-thread) however it was caused.
+thread) however it was caused. A warm spare's events name it by ``spare``
+(its number) instead of a slot: it has none until it is promoted.
 
 An event's times are those of what it reports, which may precede its
 emission: a respawn starts the replacement first and reports the crash after
@@ -13,12 +14,15 @@ happened.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
 from corral.handles import WorkerHandle
+from corral.incarnation import Failed
 from corral.lifecycle.collector import LifecycleCollector
 from corral.lifecycle.events import EventKind, LifecycleEvent
+from corral.policy import ExitClass
 from corral.runtime import WorkerMode
 
 
@@ -40,15 +44,32 @@ class Emitter:
         wall, monotonic = time.time(), time.monotonic()
         if at is not None:
             wall, monotonic = wall - (monotonic - at), at
+        spare = handle is not None and handle.spec.spare
+        if spare and handle is not None:
+            details["spare"] = handle.generation
         event = LifecycleEvent(
             kind=kind,
             mode=self._mode,
             wall_time=wall,
             monotonic=monotonic,
-            slot=handle.slot if handle else slot,
-            generation=handle.generation if handle else 0,
+            slot=handle.slot if handle and not spare else slot,
+            generation=handle.generation if handle and not spare else 0,
             pid=handle.pid if handle else os.getpid(),
             thread_id=handle.thread_id if handle else None,
             **details,
         )
         return self.collector.emit(event)
+
+    def failure(self, handle: WorkerHandle, failed: Failed, *, at: float) -> LifecycleEvent:
+        """The ``crash`` (or, for a clean exit nobody asked for, ``exit``) event of ``handle``."""
+        info, verdict = failed.info, failed.verdict
+        return self.emit(
+            EventKind.EXIT if verdict.kind is ExitClass.CLEAN else EventKind.CRASH,
+            handle,
+            at=at,
+            exit_code=info.exit_code,
+            signal=signal.Signals(info.signal_number).name if info.signal_number else None,
+            reason=verdict.reason,
+            uptime=failed.uptime,
+            message=failed.message or handle.boot_message,
+        )

@@ -16,16 +16,15 @@ the replacement existed.
 
 from __future__ import annotations
 
-import signal
-
 from corral.config import ServerConfig
 from corral.handles import WorkerHandle
 from corral.incarnation import Failed
 from corral.lifecycle.events import EventKind
-from corral.policy import Escalation, ExitClass, GiveUp, Outcome, after_failure, escalate
+from corral.policy import Escalation, GiveUp, Outcome, after_failure, escalate
 from corral.supervisor.emitter import Emitter
 from corral.supervisor.fleet import Fleet, Slot
 from corral.supervisor.rolling import Roller
+from corral.supervisor.spares import Spares
 from corral.supervisor.spawner import Spawner
 
 
@@ -37,11 +36,15 @@ class Restarts:
         spawner: Spawner,
         roller: Roller,
         emitter: Emitter,
+        *,
+        spares: Spares,
     ) -> None:
         self._config = config
         self._fleet = fleet
         self._spawner = spawner
         self._roller = roller
+        self._spares = spares
+        self._emitter = emitter
         self._emit = emitter.emit
 
     def on_failed(
@@ -59,9 +62,10 @@ class Restarts:
             succession=slot.succession,
         )
         respawn_now = after.outcome is Outcome.RESPAWN_NOW and not isinstance(decision, GiveUp)
-        replacement = self._spawner.start(slot) if respawn_now else None
+        promotion = self._spares.take_into(slot) if respawn_now else None
+        replacement = self._spawner.start(slot) if respawn_now and promotion is None else None
         if not failed.told:
-            self._report(handle, failed, now)
+            self._emitter.failure(handle, failed, at=now)
         slot.last_exit = info.describe()
         if self._roller.on_failure(slot, handle, failed, decision=decision, after=after, now=now):
             return None  # a successor failed while its old worker serves on
@@ -80,29 +84,22 @@ class Restarts:
         slot.worker = None
         if after.outcome is Outcome.RESPAWN_LATER:
             slot.respawn_at = now + decision.delay
+        elif promotion is not None:
+            slot.worker = self._spares.announce(promotion, reason=f"replaces {info.describe()}")
         elif replacement is not None:
             slot.worker = self._spawner.announce(replacement)
         return None  # AWAIT_INCOMING: the replacement already booting takes the slot
 
     def respawn_due(self, now: float) -> None:
-        """Start the slots whose backoff is over."""
+        """Start the slots whose backoff is over: with a warm spare if there is one."""
         for slot in list(self._fleet.slots.values()):
             if slot.respawn_at is not None and slot.respawn_at <= now:
                 slot.respawn_at = None
-                slot.worker = self._spawner.spawn(slot)
-
-    def _report(self, handle: WorkerHandle, failed: Failed, now: float) -> None:
-        info, verdict = failed.info, failed.verdict
-        self._emit(
-            EventKind.EXIT if verdict.kind is ExitClass.CLEAN else EventKind.CRASH,
-            handle,
-            at=now,
-            exit_code=info.exit_code,
-            signal=signal.Signals(info.signal_number).name if info.signal_number else None,
-            reason=verdict.reason,
-            uptime=failed.uptime,
-            message=failed.message or handle.boot_message,
-        )
+                promotion = self._spares.take_into(slot)
+                if promotion is not None:
+                    slot.worker = self._spares.announce(promotion, reason="backoff over")
+                else:
+                    slot.worker = self._spawner.spawn(slot)
 
     def _exhaust(self, slot: Slot, restarts: int) -> Escalation | None:
         slot.worker = None

@@ -2,8 +2,10 @@
 
 A rolling replacement never leaves a slot without a ready worker: the slot's
 next incarnation is spawned as ``incoming`` beside the current one, and only
-once it is ready (``promote``) does the old one drain. A reload rolls one slot
-at a time; a burst of reloads is coalesced into one more pass.
+once it is ready (``promote``) does the old one drain. With a warm spare ready
+(``--spares``), the spare is that next incarnation and the old one drains at
+once. A reload replaces the spares first, then rolls one slot at a time; a
+burst of reloads is coalesced into one more pass.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from corral.policy import (
 from corral.runtime import WorkerMode
 from corral.supervisor.emitter import Emitter
 from corral.supervisor.fleet import Fleet, Slot
+from corral.supervisor.spares import Spares
 from corral.supervisor.spawner import Spawner
 
 log = structlog.get_logger("corral.supervisor")
@@ -51,9 +54,11 @@ class Roller:
         *,
         app_path: str | None,
         drain: Callable[[WorkerHandle], None],
+        spares: Spares,
     ) -> None:
         self._fleet = fleet
         self._spawner = spawner
+        self._spares = spares
         self._emit = emitter.emit
         self._policy = policy
         self._app_path = app_path
@@ -80,6 +85,7 @@ class Roller:
         self._supersede()
         ready = [s.index for s in fleet.ordered() if fleet.rollable(s)]
         self._emit(EventKind.RELOAD, workers=len(ready), message="rolling restart")
+        self._spares.replace_all()  # before any slot: a spare this roll promotes runs new code
         self._revive_exhausted()
         self._queue.extend(ready)
         self._next()
@@ -114,7 +120,13 @@ class Roller:
 
     def _start_successor(self, slot: Slot, role: SuccessorRole) -> None:
         slot.succession = role
-        slot.incoming = self._spawner.spawn(slot)
+        promotion = self._spares.take_into(slot)
+        if promotion is None:
+            slot.incoming = self._spawner.spawn(slot)
+            return
+        # A warm spare is ready already: it takes the slot now, and the old worker drains.
+        slot.incoming = self._spares.announce(promotion, reason=role.value)
+        self.promote(slot, promotion.handle)
 
     def promote(self, slot: Slot, handle: WorkerHandle) -> None:
         """The replacement is ready: it takes the slot, then the old incarnation drains."""

@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.context import BaseContext
 
 import structlog
@@ -84,11 +84,11 @@ class Spawner:
         self._on_died = on_process_died
         self._on_spoke = on_process_spoke
 
-    def spawn(self, slot: Slot) -> WorkerHandle:
+    def spawn(self, slot: Slot, *, spare: bool = False) -> WorkerHandle:
         """Start the slot's next incarnation and announce it; the caller places it."""
-        return self.announce(self.start(slot))
+        return self.announce(self.start(slot, spare=spare))
 
-    def start(self, slot: Slot) -> Started:
+    def start(self, slot: Slot, *, spare: bool = False) -> Started:
         """Start the slot's next incarnation without a word: ``announce`` must follow.
 
         Split so that a respawn can ask the forkserver first and report the crash
@@ -105,6 +105,7 @@ class Spawner:
             stats_path=lease.path if lease else None,
             heartbeat=self._new_heartbeat(),
             request_limit=self._request_limit(),
+            spare=spare,
         )
         try:
             handle = self._start(spec)
@@ -124,6 +125,19 @@ class Spawner:
         """The ``spawn`` event, stamped with when the incarnation was started."""
         self._emitter.emit(EventKind.SPAWN, started.handle, at=started.at)
         return started.handle
+
+    def hand_over(self, spare: WorkerHandle, slot: Slot) -> None:
+        """A warm spare becomes ``slot``'s next incarnation, and is told so at once.
+
+        Its spec (the supervisor's copy) names the slot from here on, so what
+        it reports next is found in the slot; its request metrics count for
+        the slot from here on too.
+        """
+        slot.generation += 1
+        spare.spec = replace(spare.spec, slot=slot.index, generation=slot.generation, spare=False)
+        if spare.stats_lease is not None and self._request_stats is not None:
+            spare.stats_lease = self._request_stats.reassign(spare.stats_lease, slot.index)
+        spare.promote(slot.index, slot.generation)
 
     def bury(self, handle: WorkerHandle) -> None:
         """Release what a dead (or abandoned) incarnation held."""
