@@ -90,7 +90,14 @@ class RecoveryRun:
 
 def systems(keys: Sequence[str] | None) -> list[System]:
     """Every system, or those named in ``keys``."""
-    every = [CorralSystem("process"), CorralSystem("thread"), UvicornSystem(), gunicorn_system()]
+    every = [
+        CorralSystem("process"),
+        CorralSystem("process", spares=1),
+        CorralSystem("thread"),
+        CorralSystem("thread", spares=1),
+        UvicornSystem(),
+        gunicorn_system(),
+    ]
     return [s for s in every if keys is None or s.key in keys]
 
 

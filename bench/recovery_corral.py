@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -38,14 +39,19 @@ MAX_CRASH_ATTEMPTS = 200
 
 
 class CorralSystem(System):
-    def __init__(self, mode: str) -> None:
+    """corral in ``mode``; with ``spares``, a warm spare takes each killed worker's slot."""
+
+    def __init__(self, mode: str, spares: int = 0) -> None:
         super().__init__()
         self.mode = mode
-        self.key = f"corral-{mode}"
-        self.label = f"corral, {mode} mode"
+        self.spares = spares
+        self.key = f"corral-{mode}" + (f"-spares{spares}" if spares else "")
+        self.label = f"corral, {mode} mode" + (f", --spares {spares}" if spares else "")
         self.port = 0
         self.argv = corral_argv(APP, 0, 0, workers=WORKERS, mode=mode)
         self.argv += ["--max-restarts", "1000", "--restart-window", f"{RESTART_WINDOW:g}"]
+        if spares:
+            self.argv += ["--spares", str(spares)]
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"crash-{mode}")
         self._crash_requests: list[Future[CrashOutcome]] = []
 
@@ -87,27 +93,43 @@ class CorralSystem(System):
     def _isolated_victim(self, server: ServerProcess) -> Record:
         """Slot 0's latest ``spawn`` event, once that worker is ready and old enough that its
         death is an isolated crash (a younger one's would be respawned after a backoff)."""
-        spawn = server.find(lifecycle("spawn", slot=0))
+        spawn = _latest(server, lifecycle("spawn", slot=0), lifecycle("promote", slot=0))
         if spawn is None:
             raise BenchError(f"{self.label}: no spawn event for slot 0; log tail:\n{server.tail()}")
         generation = spawn["generation"]
-        server.wait_for(
-            lifecycle("ready", slot=0, generation=generation),
-            RECOVERY_TIMEOUT,
-            f"ready event for slot 0 generation {generation}",
-        )
+        if spawn["event"] == "spawn":  # a promoted spare serves from its promotion on
+            server.wait_for(
+                lifecycle("ready", slot=0, generation=generation),
+                RECOVERY_TIMEOUT,
+                f"ready event for slot 0 generation {generation}",
+            )
+        if self.spares:
+            self._wait_for_a_warm_spare(server)
         time.sleep(max(0.0, spawn["monotonic"] + MIN_UPTIME - time.monotonic()))
         return spawn
+
+    def _wait_for_a_warm_spare(self, server: ServerProcess) -> None:
+        """Each kill measures a promotion: the spare booted after the last one must be warm."""
+        spare = server.find(lambda r: r.get("event") == "spawn" and "spare" in r)
+        if spare is None:
+            raise BenchError(f"{self.label}: no spare was started; log tail:\n{server.tail()}")
+        number = spare["spare"]
+        server.wait_for(lifecycle("ready", spare=number), RECOVERY_TIMEOUT, f"spare {number}")
 
     def _sample(self, server: ServerProcess, generation: int, t_kill: float, poll: Poll) -> Sample:
         """The kill's figures from the lifecycle events of the old and the new generation."""
         new = generation + 1
-        spawned = server.wait_for(
-            lifecycle("spawn", slot=0, generation=new), RECOVERY_TIMEOUT, f"spawn of gen {new}"
-        )
-        ready = server.wait_for(
-            lifecycle("ready", slot=0, generation=new), RECOVERY_TIMEOUT, f"ready of gen {new}"
-        )
+        if self.spares:  # the promoted spare exists and is ready at its promotion
+            spawned = ready = server.wait_for(
+                lifecycle("promote", slot=0, generation=new), RECOVERY_TIMEOUT, f"promotion {new}"
+            )
+        else:
+            spawned = server.wait_for(
+                lifecycle("spawn", slot=0, generation=new), RECOVERY_TIMEOUT, f"spawn of gen {new}"
+            )
+            ready = server.wait_for(
+                lifecycle("ready", slot=0, generation=new), RECOVERY_TIMEOUT, f"ready of gen {new}"
+            )
         crash = server.wait_optional(lifecycle("crash", slot=0, generation=generation), EVENT_GRACE)
         respawn = server.wait_optional(
             lifecycle("respawn", slot=0, generation=generation), EVENT_GRACE
@@ -167,6 +189,11 @@ class CorralSystem(System):
         notes = super().stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         return notes
+
+
+def _latest(server: ServerProcess, *predicates: Callable[[Record], bool]) -> Record | None:
+    """The latest record matching any of ``predicates``."""
+    return server.find(lambda record: any(p(record) for p in predicates))
 
 
 def _crash_request(port: int) -> CrashOutcome:

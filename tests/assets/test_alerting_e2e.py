@@ -284,7 +284,7 @@ def test_budget_alerts_fire_and_reach_the_webhook_and_every_query_has_data(
         start = time.time()
         eventually(lambda: api.targets_up() == targets, timeout=60, what="both corrals scraped")
         loaded = [rule["name"] for group in api.rule_groups() for rule in group["rules"]]
-        assert len(loaded) == 8, loaded
+        assert len(loaded) == 9, loaded
         _assert_limits_are_exported(api, chaos, quiet)
         _serve_some(chaos)
         _serve_some(quiet)

@@ -36,6 +36,7 @@ ALERTS = {
     "CorralSlowDrain",
     "CorralSinkErrors",
     "CorralSpansDropped",
+    "CorralSparesExhausted",
     "CorralMetricsDown",
 }
 

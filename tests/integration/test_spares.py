@@ -11,7 +11,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import CorralProcess, eventually
+from tests.conftest import CorralProcess, eventually, run_cli
 
 Start = Callable[..., CorralProcess]
 
@@ -75,6 +75,9 @@ def test_a_dead_worker_is_replaced_by_its_warm_spare_and_a_new_spare_boots(
     # The promoted worker's requests are counted for its slot, like any worker's.
     assert metrics.sum("corral_http_requests_total") >= served_before + 1
     assert not metrics.find("corral_http_requests_total", slot="-1")
+    shown = run_cli("status", "--url", server.metrics_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "spares: 1 of 1 warm: #2 spare (" in shown.stdout
 
 
 def test_a_recycled_worker_hands_its_slot_to_a_spare(corral: Start, mode: str) -> None:

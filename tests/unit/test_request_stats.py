@@ -600,3 +600,26 @@ def test_snapshots_from_many_threads_during_churn_are_monotonic_and_end_exact(
         assert stats[slot].requests == {**_zeros(), ("GET", "2xx"): cycles / workers * 3}
         assert stats[slot].duration_count == cycles / workers * 3
     assert len(list(pool.directory.glob("lane-*.stats"))) == workers
+
+
+def test_a_spares_lane_counts_for_no_slot_until_it_is_reassigned_to_one(
+    pool: RequestStatsPool,
+) -> None:
+    served = pool.acquire(0)
+    spare = pool.acquire(-1)  # a warm spare's lane: no slot yet
+    assert list(pool.snapshot()) == [0], "a spare is not a slot"
+    promoted = pool.reassign(spare, 1)  # it took slot 1
+    assert (promoted.path, promoted.lane, promoted.slot) == (spare.path, spare.lane, 1)
+    with open_recorder(promoted.path) as rec:
+        _request(RequestMetricsMiddleware(_status_app(200), rec))
+        _request(RequestMetricsMiddleware(_status_app(200), rec))
+    stats = pool.snapshot()
+    assert list(stats) == [0, 1]
+    assert stats[1].requests[("GET", "2xx")] == 2
+    pool.release(promoted)  # its counts stay with slot 1 once it is gone
+    assert pool.snapshot()[1].requests[("GET", "2xx")] == 2
+    with pytest.raises(ValueError, match="not a live lease"):
+        pool.reassign(spare, 0)  # the spare's old lease is gone with the move
+    pool.release(pool.acquire(-1))  # a spare that dies unpromoted leaves nothing behind
+    assert list(pool.snapshot()) == [0, 1]
+    pool.release(served)

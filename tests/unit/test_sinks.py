@@ -34,7 +34,7 @@ from corral.lifecycle.metrics_sink import PrometheusSink
 from corral.lifecycle.trace_sink import TraceSink
 from corral.metrics import CorralMetrics, FleetView, SupervisionLimits
 from corral.runtime import ModeDecision, WorkerMode
-from corral.states import SlotState, WorkerStatus
+from corral.states import SlotState, SpareStatus, SparesView, WorkerStatus
 from corral.tracing import RecentSpans, build_tracer_provider, exporter_names, service_resource
 
 DECISION = ModeDecision(WorkerMode.PROCESS, "test", free_threaded_build=False, gil_enabled=True)
@@ -426,3 +426,72 @@ def test_the_limit_gauges_export_the_configured_flags() -> None:
     assert sample(text, "corral_restart_budget_limit") == 3
     assert sample(text, "corral_restart_budget_window_seconds") == 600
     assert sample(text, "corral_workers_min_ready") == 3
+
+
+def test_a_promotion_links_to_the_respawn_and_to_the_spares_own_spawn(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A spare's spans chain apart from any slot's; its promotion joins a slot's history."""
+    provider, exporter = spans
+    collector = LifecycleCollector(tracer=TraceSink(provider))
+    metrics = CorralMetrics(DECISION)
+    collector.add_sink(PrometheusSink(metrics))
+    for each in [
+        event(EventKind.SPAWN),
+        event(EventKind.SPAWN, slot=None, generation=0, spare=1),
+        event(EventKind.READY, slot=None, generation=0, spare=1, duration=0.01),
+        crash(),
+        event(EventKind.RESPAWN, restart_number=1, backoff=0.0, budget_remaining=4),
+        event(EventKind.PROMOTE, generation=2, spare=1, message="spare 1 took slot 0"),
+        crash(generation=2),
+    ]:
+        collector.emit(each)
+    found = {}
+    for span in exporter.get_finished_spans():
+        attributes = span.attributes or {}
+        key = (span.name, attributes.get("corral.worker.slot"), attributes.get("corral.spare"))
+        found[key] = span
+    spare_spawn = found[("corral.worker.spawn", None, 1)].get_span_context()
+    respawn = found[("corral.worker.respawn", 0, None)].get_span_context()
+    promote = found[("corral.worker.promote", 0, 1)]
+    assert spare_spawn is not None
+    assert respawn is not None
+    assert [link.context.span_id for link in promote.links] == [
+        respawn.span_id,
+        spare_spawn.span_id,
+    ]
+    assert promote.parent is not None
+    assert promote.parent.span_id == respawn.span_id
+    # The promoted incarnation's later events hang off its promotion.
+    assert promote.context is not None
+    later = [s for s in exporter.get_finished_spans() if s.name == "corral.worker.crash"][-1]
+    assert later.parent is not None
+    assert later.parent.span_id == promote.context.span_id
+    # A spare's events count by kind only: no slot series appears for it.
+    text = scrape(metrics)
+    assert sample(text, "corral_lifecycle_events_total", kind="promote") == 1
+    assert sample(text, "corral_worker_spawns_total", slot="0") == 1
+    assert 'slot="None"' not in text
+    assert 'slot="-1"' not in text
+
+
+def test_the_spare_gauges_read_the_supervisors_spares() -> None:
+    metrics = CorralMetrics(DECISION)
+    limits = SupervisionLimits(max_restarts=5, restart_window=60.0, min_ready=None)
+    rows = (
+        SpareStatus(3, 11, None, SlotState.SPARE, 1.0),
+        SpareStatus(4, 12, None, SlotState.STARTING, 2.0),
+    )
+    view = SparesView(desired=2, budget_remaining=5, exhausted=False, rows=rows)
+    metrics.add_scrape_collectors(
+        fleet=lambda: FleetView(desired=1, slots=[], spares=view),
+        limits=limits,
+        sink_errors=dict,
+        sink_names=list,
+        request_stats=None,
+        threads=False,
+    )
+    text = scrape(metrics)
+    assert sample(text, "corral_spares_desired") == 2
+    assert sample(text, "corral_spares_ready") == 1
+    assert sample(text, "corral_spares_exhausted") == 0
