@@ -61,6 +61,34 @@ def render_table(systems: Sequence[System]) -> str:
     return "\n".join(rows)
 
 
+# Issue 13's targets, median kill -> worker able to serve, in milliseconds.
+READY_TARGET_MS = 40.0  # process mode, no spares: kill -> `ready`
+PROMOTED_TARGET_MS = 5.0  # --spares 1, either mode: kill -> `promote` (the spare accepts)
+
+
+def issue_targets(systems: Sequence[System]) -> list[str]:
+    """Kill to ready without spares (process mode), and kill to a promoted spare (both)."""
+    lines = []
+    for system in systems:
+        if not isinstance(system, CorralSystem) or not system.samples:
+            continue
+        if system.spares:
+            target, what = PROMOTED_TARGET_MS, "kill → `promote` (a warm spare accepting)"
+        elif system.mode == "process":
+            target, what = READY_TARGET_MS, "kill → `ready`"
+        else:
+            continue
+        stats = interval_stats(system, INTERVALS[2])
+        if stats is None:
+            continue
+        verdict = "met" if stats.median <= target else "**missed**"
+        lines.append(
+            f"- {system.label}: {what} median {stats.median:.1f} ms, target <= {target:g} ms:"
+            f" {verdict}."
+        )
+    return lines
+
+
 def _median(stats: Stats) -> float:
     return stats.median
 
@@ -143,6 +171,10 @@ def render_section(
         "",
         *target_lines(systems),
         "",
+        "Targets of issue 13 (medians):",
+        "",
+        *issue_targets(systems),
+        "",
         *_method_lines(kills),
         "",
         f"Run: {started_utc:%Y-%m-%d %H:%M} UTC, {runtime:.0f} s in total; `{invocation}`.",
@@ -178,6 +210,10 @@ def _method_lines(kills: int) -> list[str]:
         f" `--restart-window {RESTART_WINDOW:g}` and no corral worker is killed before it"
         f" has been up {MIN_UPTIME:g} s, so every kill is an isolated crash (immediate"
         " respawn), not a crash loop (which backs off by design).",
+        "- corral with `--spares 1`: a warm spare (booted, not accepting) is promoted into"
+        " the dead worker's slot, so **A** and the `ready` row are its `promote` event (when"
+        " the supervisor handed it the slot; it accepts on its next loop turn). Before each"
+        " kill the bench waits until the spare booted after the last promotion is warm.",
         "- corral is started as the README starts it, with the venv's `corral` script, not"
         " `python -m corral`. (Before issue 13, multiprocessing re-ran that script in every"
         " new worker, importing the CLI and the observability stack before it served;"

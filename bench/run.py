@@ -91,7 +91,8 @@ class Runner:
             rel = serving.ratio(corral, reference)
             headline = (
                 f"corral (full observability) / uvicorn --workers 2 throughput:"
-                f" {rel.median:.3f} (per-round {rel.low:.3f}-{rel.high:.3f}), target 0.97"
+                f" {rel.median:.3f} (per-round {rel.low:.3f}-{rel.high:.3f}),"
+                f" target {throughput.TARGET:.2f}"
             )
         return throughput_report.render(result), headline
 

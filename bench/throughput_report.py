@@ -13,6 +13,7 @@ from bench.serving import Contender, ratio
 from bench.stats import Spread
 from bench.throughput import (
     CONNECTIONS,
+    OBSERVABILITY_TARGET,
     PINNED_CONNECTIONS,
     PINNED_ROUNDS,
     PINNED_SECONDS,
@@ -111,9 +112,11 @@ def verdict(result: Result) -> str:
     off = next((c for c in result.hello if c.key == "corral-off"), None)
     if off is not None:
         cost = ratio(corral, off)
+        met_off = "met" if cost.median >= OBSERVABILITY_TARGET else "missed"
         text += (
             " The cost of observability alone, corral full over corral off in the same"
-            f" round: median {cost.median:.3f} ({cost.low:.3f}-{cost.high:.3f})."
+            f" round: median {cost.median:.3f} ({cost.low:.3f}-{cost.high:.3f});"
+            f" **target >= {OBSERVABILITY_TARGET:.2f}: {met_off} at the median**."
         )
     return text
 
