@@ -53,6 +53,7 @@ from bench.recovery_systems import (
     SETTLE_SECONDS,
     System,
     UvicornSystem,
+    granian_system,
     gunicorn_system,
 )
 from bench.servers import BenchError, Interrupted, stop_all_servers
@@ -97,6 +98,7 @@ def systems(keys: Sequence[str] | None) -> list[System]:
         CorralSystem("thread", spares=1),
         UvicornSystem(),
         gunicorn_system(),
+        granian_system(),
     ]
     return [s for s in every if keys is None or s.key in keys]
 

@@ -18,7 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.commands import gunicorn_argv, importable, uvicorn_argv, uvicorn_worker_class
+from bench.commands import (
+    granian_argv,
+    gunicorn_argv,
+    importable,
+    uvicorn_argv,
+    uvicorn_worker_class,
+)
 from bench.procfs import alive, children_of, cmdline
 from bench.servers import (
     REQUEST_ERRORS,
@@ -227,6 +233,14 @@ class GunicornSystem(ChildProcessSystem):
         self.argv = gunicorn_argv(APP, self.port, WORKERS, worker_class)
 
 
+class GranianSystem(ChildProcessSystem):
+    """granian restarts a dead worker only when told to (``--respawn-failed-workers``)."""
+
+    def __init__(self) -> None:
+        super().__init__("granian", "granian --respawn-failed-workers")
+        self.argv = [*granian_argv(APP, self.port, WORKERS), "--respawn-failed-workers"]
+
+
 class MissingSystem(System):
     def __init__(self, key: str, label: str, reason: str) -> None:
         super().__init__()
@@ -240,6 +254,12 @@ class MissingSystem(System):
 
     def kill_once(self) -> Sample:
         raise BenchError(f"{self.label}: {self.unavailable_reason}")
+
+
+def granian_system() -> System:
+    if importable("granian"):
+        return GranianSystem()
+    return MissingSystem("granian", "granian --respawn-failed-workers", "not installed")
 
 
 def gunicorn_system() -> System:
