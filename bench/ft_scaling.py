@@ -1,4 +1,5 @@
-"""Section 7, free-threaded scaling: the CPU-bound endpoint on 1 and 2 workers.
+"""Section 7, free-threaded scaling: the CPU-bound endpoint on 1 and 2 workers,
+then hello world on 2 workers per interpreter and mode, to choose a mode.
 
 corral runs from ``.venv-ft`` (CPython 3.13t, GIL off; ``make venv-ft``) in
 thread mode and in process mode, with 1 and 2 workers, plus corral on the
@@ -7,6 +8,11 @@ the same setup (2 threads cannot beat 1 there). wrk (driven from this, the GIL, 
 ``GET /cpu``, which is pure-Python arithmetic: a worker can only go faster
 by running on another core at the same time. On 2 cores ideal scaling from
 1 to 2 workers is 2x, less whatever wrk and the kernel's loopback take.
+
+The mode table serves ``GET /`` (hello world) with 2 workers on the GIL
+build in process mode (the default there) and on 3.13t in process and thread
+mode, in rotating rounds: throughput, server CPU per request, and the PSS of
+each server's whole process group, read while it runs.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from bench.apps import CPU_LOOPS
 from bench.commands import shown
 from bench.load import wrk_argv
 from bench.machine import FT_PYTHON
+from bench.memory import footprint
 from bench.servers import HOST
 from bench.serving import Contender, corral_contender
 from bench.stats import LoadWindow, Spread
@@ -28,6 +35,7 @@ PATH = "/cpu"
 CONNECTIONS = 16
 FULL_ROUNDS, FULL_SECONDS = 6, 4.0
 QUICK_ROUNDS, QUICK_SECONDS = 2, 2.0
+HELLO_PATH, HELLO_CONNECTIONS = "/", 64
 
 
 @dataclass(slots=True)
@@ -37,6 +45,9 @@ class Result:
     seconds: float = 0.0
     skipped: str | None = None
     window: LoadWindow = field(default_factory=LoadWindow)
+    # Hello world, 2 workers, per interpreter and mode; PSS MiB by contender key.
+    modes: list[Contender] = field(default_factory=list)
+    pss_mib: dict[str, float] = field(default_factory=dict)
 
 
 def _contender(python: str, build: str, mode: str, workers: int) -> Contender:
@@ -63,6 +74,32 @@ def contenders(quick: bool) -> list[Contender]:
     return made
 
 
+def mode_contenders() -> list[Contender]:
+    gil = f"{platform.python_version()} (GIL)"
+    ft = str(FT_PYTHON)
+    return [
+        _contender(sys.executable, gil, "process", 2),
+        _contender(ft, "3.13t", "process", 2),
+        _contender(ft, "3.13t", "thread", 2),
+    ]
+
+
+def _measure_modes(result: Result) -> None:
+    """Hello world on 2 workers per interpreter and mode, and each one's PSS."""
+    result.modes = mode_contenders()
+    try:
+        serving.start(result.modes)
+        serving.alternate(
+            result.modes, HELLO_PATH, result.rounds, result.seconds, HELLO_CONNECTIONS
+        )
+        for c in result.modes:
+            mode = "thread" if "-thread-" in c.key else "process"
+            used = footprint(c.running().pid, mode, c.workers)
+            result.pss_mib[c.key] = used.pss / 2**20
+    finally:
+        serving.stop(result.modes)
+
+
 def run(quick: bool) -> Result:
     result = Result()
     if not FT_PYTHON.exists():
@@ -77,6 +114,8 @@ def run(quick: bool) -> Result:
         serving.alternate(result.contenders, PATH, result.rounds, result.seconds, CONNECTIONS)
     finally:
         serving.stop(result.contenders)
+    if not quick:
+        _measure_modes(result)
     result.window.close()
     return result
 
@@ -109,15 +148,40 @@ def render(result: Result) -> str:
             f"| {c.label} | {c.spread('requests_per_second').fmt()}"
             f" | {c.spread('p50_ms').median:.1f} | {c.spread('p99_ms').median:.1f} | {scale} |"
         )
+    lines += ["", "![free-threaded scaling](docs/img/ft_scaling.png)", "", *_mode_table(result)]
     lines += [
-        "",
-        "![free-threaded scaling](docs/img/ft_scaling.png)",
-        "",
         "- Commands:",
-        *[f"  - {c.label}: `{shown(c.argv)}`" for c in result.contenders],
+        *[f"  - {c.label}: `{shown(c.argv)}`" for c in [*result.contenders, *result.modes]],
         f"  - load: `{shown(wrk_argv(f'http://{HOST}:PORT{PATH}', result.seconds, CONNECTIONS))}`",
         "",
         result.window.line(),
         "",
     ]
     return "\n".join(lines)
+
+
+def _mode_table(result: Result) -> list[str]:
+    """Which mode on which interpreter: hello world, 2 workers, relative to the GIL build."""
+    if not result.modes:
+        return []
+    base = result.modes[0]  # the GIL build in process mode: the default there
+    lines = [
+        f"Choosing a mode: `GET /` (hello world), 2 workers, wrk with {HELLO_CONNECTIONS}"
+        f" keep-alive connections, {result.rounds} rounds of {result.seconds:g} s in rotating"
+        f" order; \"vs\" divides each round's figure by the first row's in that round. PSS is"
+        " the sum over the server's whole process group (supervisor, forkserver, workers),"
+        " read after the rounds.",
+        "",
+        "| corral | req/s median (min-max) | vs GIL build, process mode | server CPU µs per"
+        " request | PSS MiB |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for c in result.modes:
+        versus = serving.ratio(c, base)
+        cpu = Spread.of(c.cpu_us_per_request)
+        lines.append(
+            f"| {c.label} | {c.spread('requests_per_second').fmt()}"
+            f" | {versus.median:.3f} ({versus.low:.3f}-{versus.high:.3f})"
+            f" | {cpu.median:.1f} | {result.pss_mib.get(c.key, float('nan')):.1f} |"
+        )
+    return [*lines, ""]
