@@ -359,9 +359,8 @@ class Supervisor:
 
     def _on_exit(self, handle: WorkerHandle, info: ExitInfo) -> None:
         handle.exit_info = info
-        spare = self._spares.owns(handle)
         self._settle(handle, self._driver.feed(handle, Exited(time.monotonic(), info)))
-        if spare:
+        if handle.spec.spare:
             self._spares.detach(handle)
             self._spawner.bury(handle)
             return
@@ -374,7 +373,7 @@ class Supervisor:
     def _settle(self, handle: WorkerHandle, actions: list[Action]) -> None:
         """Carry out what a worker's transition means beyond the worker itself."""
         for action in actions:
-            if isinstance(action, Failed) and self._spares.owns(handle):
+            if isinstance(action, Failed) and handle.spec.spare:
                 self._spares.on_failed(handle, action, time.monotonic())
             elif isinstance(action, Failed):
                 slot = self._fleet.slots[handle.slot]

@@ -44,16 +44,18 @@ class Emitter:
         wall, monotonic = time.time(), time.monotonic()
         if at is not None:
             wall, monotonic = wall - (monotonic - at), at
-        spare = handle is not None and handle.spec.spare
-        if spare and handle is not None:
-            details["spare"] = handle.generation
+        at_slot, generation = slot, 0
+        if handle is not None and handle.spec.spare:
+            details["spare"] = handle.generation  # a spare has no slot until promoted
+        elif handle is not None:
+            at_slot, generation = handle.slot, handle.generation
         event = LifecycleEvent(
             kind=kind,
             mode=self._mode,
             wall_time=wall,
             monotonic=monotonic,
-            slot=handle.slot if handle and not spare else slot,
-            generation=handle.generation if handle and not spare else 0,
+            slot=at_slot,
+            generation=generation,
             pid=handle.pid if handle else os.getpid(),
             thread_id=handle.thread_id if handle else None,
             **details,

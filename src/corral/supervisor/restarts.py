@@ -95,11 +95,8 @@ class Restarts:
         for slot in list(self._fleet.slots.values()):
             if slot.respawn_at is not None and slot.respawn_at <= now:
                 slot.respawn_at = None
-                promotion = self._spares.take_into(slot)
-                if promotion is not None:
-                    slot.worker = self._spares.announce(promotion, reason="backoff over")
-                else:
-                    slot.worker = self._spawner.spawn(slot)
+                promoted = self._spares.promote_into(slot, reason="backoff over")
+                slot.worker = promoted or self._spawner.spawn(slot)
 
     def _exhaust(self, slot: Slot, restarts: int) -> Escalation | None:
         slot.worker = None

@@ -120,13 +120,13 @@ class Roller:
 
     def _start_successor(self, slot: Slot, role: SuccessorRole) -> None:
         slot.succession = role
-        promotion = self._spares.take_into(slot)
-        if promotion is None:
+        promoted = self._spares.promote_into(slot, reason=role.value)
+        if promoted is None:
             slot.incoming = self._spawner.spawn(slot)
             return
         # A warm spare is ready already: it takes the slot now, and the old worker drains.
-        slot.incoming = self._spares.announce(promotion, reason=role.value)
-        self.promote(slot, promotion.handle)
+        slot.incoming = promoted
+        self.promote(slot, promoted)
 
     def promote(self, slot: Slot, handle: WorkerHandle) -> None:
         """The replacement is ready: it takes the slot, then the old incarnation drains."""

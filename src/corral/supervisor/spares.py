@@ -78,9 +78,6 @@ class Spares:
     def find(self, number: int) -> WorkerHandle | None:
         return next((h for h in self.handles() if h.generation == number), None)
 
-    def owns(self, handle: WorkerHandle) -> bool:
-        return any(h is handle for h in self.handles())
-
     def detach(self, handle: WorkerHandle) -> None:
         for bucket in (self._booting, self._ready, self._retiring):
             if handle in bucket:
@@ -152,6 +149,11 @@ class Spares:
         number = handle.generation
         self._spawner.hand_over(handle, slot)
         return Promotion(handle, number, time.monotonic())
+
+    def promote_into(self, slot: Slot, *, reason: str) -> WorkerHandle | None:
+        """``take_into`` and ``announce`` at once, for a caller with nothing to report between."""
+        promotion = self.take_into(slot)
+        return self.announce(promotion, reason=reason) if promotion is not None else None
 
     def announce(self, promotion: Promotion, *, reason: str) -> WorkerHandle:
         self._emitter.emit(
