@@ -114,6 +114,31 @@ FLEET = Row(
             width=4,
             thresholds=(("green", None), ("red", 1)),
         ),
+        Panel(
+            "Warm spares desired / ready / given up",
+            "timeseries",
+            (
+                q(f"sum by (instance) (corral_spares_desired{{{SEL}}})", "{{instance}} desired"),
+                q(f"sum by (instance) (corral_spares_ready{{{SEL}}})", "{{instance}} ready"),
+                q(
+                    f"max by (instance) (corral_spares_exhausted{{{SEL}}})",
+                    "{{instance}} given up",
+                ),
+            ),
+            "Warm spares (--spares): workers booted through lifespan startup that take a "
+            "dead, recycled or rolled slot at once (a promote event). Ready dips while a "
+            "promoted spare's replacement boots. Given up (1) means spares failed past their "
+            "own restart budget until a reload: CorralSparesExhausted. The slots serve on.",
+            width=16,
+        ),
+        Panel(
+            "Warm spares ready",
+            "stat",
+            (q(f"sum(corral_spares_ready{{{SEL}}})", "ready", instant=True),),
+            "Spares warm now, across the selected instances; 0 when --spares is 0. "
+            "Promotions are the promote kind in Lifecycle events by kind.",
+            width=8,
+        ),
     ),
 )
 
