@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 DEMO_WORKERS ?= 4
 
 .PHONY: help venv system-packages lint test unit integration demo bench bench-quick clean
-.PHONY: venv-ft test-ft bench-packages
+.PHONY: venv-ft venv-ft314 test-ft bench-packages
 
 help:
 	@echo "make demo   - run corral on examples/hello.py with $(DEMO_WORKERS) workers"
@@ -72,7 +72,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench-packages:
 	@bash scripts/system-packages.sh wrk=wrk
 
+# 3.14t rows are added to section 7 when `make venv-ft314` succeeds; where this
+# machine cannot provide a CPython 3.14 the bench goes on without them.
 bench: $(BENCH_STAMP) venv-ft bench-packages
+	@$(MAKE) --no-print-directory venv-ft314 \
+		|| echo "bench: no free-threaded CPython 3.14 here; section 7 goes without 3.14t rows"
 	$(BIN)/python -m bench.run --output BENCHMARKS.md --plots docs/img
 
 bench-quick: $(BENCH_STAMP) venv-ft bench-packages
@@ -80,7 +84,7 @@ bench-quick: $(BENCH_STAMP) venv-ft bench-packages
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
-	rm -rf $(FT_VENV)
+	rm -rf $(FT_VENV) $(FT314_VENV)
 
 # --- The free-threaded lane ----------------------------------------------------
 # scripts/free-threaded-python.sh finds or builds a free-threaded CPython
@@ -98,6 +102,21 @@ $(FT_STAMP): pyproject.toml scripts/free-threaded-python.sh
 	@touch $(FT_STAMP)
 
 venv-ft: $(FT_STAMP)
+
+# CPython 3.14t for the bench only (corral and its runtime dependencies): the
+# same script, from Debian forky's python3.14 source package.
+FT314_VENV ?= .venv-ft314
+FT314_STAMP := $(FT314_VENV)/.installed
+
+$(FT314_STAMP): pyproject.toml scripts/free-threaded-python.sh
+	@$(FT314_VENV)/bin/python -c '' 2>/dev/null \
+		|| { py="$$(CORRAL_FT_VERSION=3.14 scripts/free-threaded-python.sh)" \
+			&& "$$py" -m venv --clear $(FT314_VENV); }
+	$(FT314_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FT314_VENV)/bin/python -m pip install --quiet -e .
+	@touch $(FT314_STAMP)
+
+venv-ft314: $(FT314_STAMP)
 
 # The GIL must still be off after importing corral and the example apps, and
 # EXPECT_FREE_THREADED makes the suite assert it runs with thread workers.

@@ -13,6 +13,10 @@ The mode table serves ``GET /`` (hello world) with 2 workers on the GIL
 build in process mode (the default there) and on 3.13t in process and thread
 mode, in rotating rounds: throughput, server CPU per request, and the PSS of
 each server's whole process group, read while it runs.
+
+CPython 3.14t (``.venv-ft314``, ``make venv-ft314``) adds its own rows to
+both tables when this machine could provide it; the report says why not
+otherwise.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from bench import serving
 from bench.apps import CPU_LOOPS
 from bench.commands import shown
 from bench.load import wrk_argv
-from bench.machine import FT_PYTHON
+from bench.machine import FT314_PYTHON, FT_PYTHON
 from bench.memory import footprint
 from bench.servers import HOST
 from bench.serving import Contender, corral_contender
@@ -48,6 +52,8 @@ class Result:
     # Hello world, 2 workers, per interpreter and mode; PSS MiB by contender key.
     modes: list[Contender] = field(default_factory=list)
     pss_mib: dict[str, float] = field(default_factory=dict)
+    # Why there are no 3.14t rows, if there are none.
+    no_314: str | None = None
 
 
 def _contender(python: str, build: str, mode: str, workers: int) -> Contender:
@@ -66,6 +72,9 @@ def contenders(quick: bool) -> list[Contender]:
     if quick:
         return made
     made += [_contender(ft, "3.13t", "process", 1), _contender(ft, "3.13t", "process", 2)]
+    if FT314_PYTHON.exists():
+        ft314 = str(FT314_PYTHON)
+        made += [_contender(ft314, "3.14t", "thread", 1), _contender(ft314, "3.14t", "thread", 2)]
     gil = f"{platform.python_version()} (GIL)"
     made += [
         _contender(sys.executable, gil, "thread", 1),
@@ -77,11 +86,15 @@ def contenders(quick: bool) -> list[Contender]:
 def mode_contenders() -> list[Contender]:
     gil = f"{platform.python_version()} (GIL)"
     ft = str(FT_PYTHON)
-    return [
+    made = [
         _contender(sys.executable, gil, "process", 2),
         _contender(ft, "3.13t", "process", 2),
         _contender(ft, "3.13t", "thread", 2),
     ]
+    if FT314_PYTHON.exists():
+        ft314 = str(FT314_PYTHON)
+        made += [_contender(ft314, "3.14t", "process", 2), _contender(ft314, "3.14t", "thread", 2)]
+    return made
 
 
 def _measure_modes(result: Result) -> None:
@@ -107,6 +120,12 @@ def run(quick: bool) -> Result:
         result.window.close()
         return result
     result.contenders = contenders(quick)
+    if not FT314_PYTHON.exists():
+        result.no_314 = (
+            f"{FT314_PYTHON.relative_to(FT314_PYTHON.parents[2])} does not exist: `make"
+            " venv-ft314` could not provide a free-threaded CPython 3.14 on this machine"
+            " (see its output at the start of `make bench`)"
+        )
     result.rounds = QUICK_ROUNDS if quick else FULL_ROUNDS
     result.seconds = QUICK_SECONDS if quick else FULL_SECONDS
     try:
@@ -149,6 +168,8 @@ def render(result: Result) -> str:
             f" | {c.spread('p50_ms').median:.1f} | {c.spread('p99_ms').median:.1f} | {scale} |"
         )
     lines += ["", "![free-threaded scaling](docs/img/ft_scaling.png)", "", *_mode_table(result)]
+    if result.no_314:
+        lines += [f"No 3.14t rows: {result.no_314}.", ""]
     lines += [
         "- Commands:",
         *[f"  - {c.label}: `{shown(c.argv)}`" for c in [*result.contenders, *result.modes]],

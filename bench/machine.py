@@ -15,6 +15,9 @@ from bench.load import wrk_version
 from bench.servers import ROOT
 
 FT_PYTHON = ROOT / ".venv-ft" / "bin" / "python"
+# CPython 3.14t (``make venv-ft314``), when this machine can provide one: the
+# bench adds its rows to section 7 only if it exists.
+FT314_PYTHON = ROOT / ".venv-ft314" / "bin" / "python"
 PACKAGES = (
     "corral",
     "uvicorn",

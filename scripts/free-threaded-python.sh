@@ -1,32 +1,54 @@
 #!/usr/bin/env bash
 # Print the path of a free-threaded (--disable-gil) CPython, providing one if needed.
 #
+# Which CPython: 3.13 unless CORRAL_FT_VERSION says otherwise (3.14 for the
+# bench's 3.14t rows; `make venv-ft314`).
+#
 # stdout: exactly one line, the interpreter's path. Progress goes to stderr;
 # on success the script is quiet unless it has to build.
 #
 # Where the interpreter comes from, first match wins:
-#   1. python3.14t, then python3.13t, on PATH, if it really is free-threaded
-#      (sysconfig Py_GIL_DISABLED == 1).
+#   1. On PATH, if it really is free-threaded (sysconfig Py_GIL_DISABLED == 1):
+#      python3.14t, then python3.13t; with CORRAL_FT_VERSION set, only
+#      python${CORRAL_FT_VERSION}t.
 #   2. A previous build of this script under the cache prefix
-#      ${CORRAL_FT_PREFIX:-$HOME/.cache/corral/python3.13t}, reused only if its
-#      completion marker (PREFIX/.corral-complete) exists.
-#   3. A fresh build of Debian trixie's python3.13 source package with
-#      --disable-gil (about 2.5 min on 2 cores). apt is used with a private
-#      configuration, so the machine's own sources and lists stay untouched.
+#      ${CORRAL_FT_PREFIX:-$HOME/.cache/corral/python${VERSION}t}, reused only if
+#      its completion marker (PREFIX/.corral-complete) exists.
+#   3. A fresh build of Debian's python${VERSION} source package with
+#      --disable-gil (about 2.5 min on 2 cores for 3.13, 4 for 3.14): from
+#      trixie for 3.13, from forky (testing) for 3.14, which trixie lacks.
+#      apt is used with a private configuration, so the machine's own
+#      sources and lists stay untouched.
 #      The mirror is taken from the machine's own Debian sources. The build
 #      happens in a temporary directory and is installed into a staging
 #      prefix that is renamed into place only after it succeeded.
 #
 # Environment:
+#   CORRAL_FT_VERSION  CPython minor version to provide: 3.13 (default) or 3.14
 #   CORRAL_FT_PREFIX   install prefix of the built interpreter (see above)
 #   CORRAL_FT_LOG      build log (default: PREFIX.build.log)
-#   CORRAL_FT_SUITE    Debian suite to take the source from (default: trixie)
+#   CORRAL_FT_SUITE    Debian suite to take the source from (default: see above)
 set -euo pipefail
 
-readonly PREFIX="${CORRAL_FT_PREFIX:-$HOME/.cache/corral/python3.13t}"
-readonly SUITE="${CORRAL_FT_SUITE:-trixie}"
+readonly VERSION="${CORRAL_FT_VERSION:-3.13}"
+case "$VERSION" in
+    3.13) default_suite=trixie ;;
+    3.14) default_suite=forky ;;
+    *)
+        printf 'free-threaded-python: error: CORRAL_FT_VERSION=%s; use 3.13 or 3.14\n' "$VERSION" >&2
+        exit 2
+        ;;
+esac
+readonly PREFIX="${CORRAL_FT_PREFIX:-$HOME/.cache/corral/python${VERSION}t}"
+readonly SUITE="${CORRAL_FT_SUITE:-$default_suite}"
 readonly MARKER="$PREFIX/.corral-complete"
-readonly INTERPRETER="$PREFIX/bin/python3.13t"
+readonly INTERPRETER="$PREFIX/bin/python${VERSION}t"
+# Only the asked-for version on PATH when one was asked for; else either.
+if [[ -n "${CORRAL_FT_VERSION:-}" ]]; then
+    readonly ON_PATH="python${VERSION}t"
+else
+    readonly ON_PATH="python3.14t python3.13t"
+fi
 LOG="${CORRAL_FT_LOG:-$PREFIX.build.log}"
 readonly LOG
 
@@ -44,7 +66,7 @@ is_free_threaded() {
 
 find_existing() {
     local candidate path
-    for candidate in python3.14t python3.13t; do
+    for candidate in $ON_PATH; do
         path="$(command -v "$candidate" 2>/dev/null || true)"
         if [[ -n "$path" ]] && is_free_threaded "$path"; then
             printf '%s\n' "$path"
@@ -108,7 +130,7 @@ cleanup() {
 build() {
     local mirror apt_dir tarball src started
     command -v apt-get >/dev/null 2>&1 \
-        || die "no apt-get: install a free-threaded python3.13t or python3.14t and put it on PATH"
+        || die "no apt-get: install a free-threaded python${VERSION}t and put it on PATH"
     mirror="$(debian_mirror)" \
         || die "no Debian mirror found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list"
     # The prefix is replaced wholesale, so only ever remove one this script made.
@@ -119,7 +141,7 @@ build() {
     mkdir -p "$(dirname "$PREFIX")" "$(dirname "$LOG")"
     : >"$LOG"
     started=$SECONDS
-    log "building a free-threaded CPython 3.13 into $PREFIX (about 3 minutes; log: $LOG)"
+    log "building a free-threaded CPython $VERSION into $PREFIX (about 3 minutes; log: $LOG)"
     ensure_dpkg_source
 
     trap cleanup EXIT
@@ -137,13 +159,13 @@ build() {
         -o "Dir::Cache=$apt_dir/cache"
     )
     step "apt-get update ($mirror $SUITE, private lists)" apt-get "${apt_opts[@]}" update
-    (cd "$WORK/src" && step "apt-get source" apt-get "${apt_opts[@]}" source --download-only python3.13)
+    (cd "$WORK/src" && step "apt-get source" apt-get "${apt_opts[@]}" source --download-only "python$VERSION")
 
-    tarball="$(find "$WORK/src" -maxdepth 1 -name 'python3.13_*.orig.tar.*' ! -name '*.asc' | head -n 1)"
-    [[ -n "$tarball" ]] || die "apt-get source fetched no python3.13 orig tarball; see $LOG"
+    tarball="$(find "$WORK/src" -maxdepth 1 -name "python${VERSION}_*.orig.tar.*" ! -name '*.asc' | head -n 1)"
+    [[ -n "$tarball" ]] || die "apt-get source fetched no python$VERSION orig tarball; see $LOG"
     step "unpack" tar -xf "$tarball" -C "$WORK/src"
-    src="$(find "$WORK/src" -mindepth 1 -maxdepth 1 -type d -name 'Python-3.13*' | head -n 1)"
-    [[ -n "$src" ]] || die "the orig tarball held no Python-3.13* directory"
+    src="$(find "$WORK/src" -mindepth 1 -maxdepth 1 -type d -name "Python-${VERSION}*" | head -n 1)"
+    [[ -n "$src" ]] || die "the orig tarball held no Python-${VERSION}* directory"
 
     # Configure for the final PREFIX (it is baked into scripts and sysconfig),
     # install under DESTDIR, and mark the tree complete before the rename: a
