@@ -70,7 +70,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	@touch $(BENCH_STAMP)
 
 bench-packages:
-	@bash scripts/system-packages.sh wrk=wrk
+	@bash scripts/system-packages.sh wrk=wrk valgrind=valgrind
 
 # 3.14t rows are added to section 7 when `make venv-ft314` succeeds; where this
 # machine cannot provide a CPython 3.14 the bench goes on without them.

@@ -23,7 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from bench import middleware_cost, serving
+from bench import counting_cost, serving
 from bench.commands import (
     HTTPTOOLS,
     granian_argv,
@@ -138,7 +138,7 @@ class Result:
     window: LoadWindow
     missing: list[str]
     plan: Plan
-    middleware: list[str]
+    counting: list[str]
     pinned: list[Contender]
 
 
@@ -159,6 +159,6 @@ def run(quick: bool) -> Result:
     finally:
         serving.stop(wanted)
     pinned_runs = [] if quick else run_pinned()
-    middleware = [] if quick else middleware_cost.measure(quick)
+    counting = [] if quick else counting_cost.measure(quick)
     window.close()
-    return Result(wanted, cpu, window, missing, plan, middleware, pinned_runs)
+    return Result(wanted, cpu, window, missing, plan, counting, pinned_runs)

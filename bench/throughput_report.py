@@ -177,7 +177,7 @@ def render(result: Result) -> str:
             "",
         ]
     lines += _pinned_lines(result.pinned)
-    lines += result.middleware
+    lines += result.counting
     lines += NOTES
     lines += [f"  - {c.label}: `{shown(c.argv)}`" for c in result.hello]
     if result.hello:

@@ -7,7 +7,8 @@
 # docker-compose validates the Compose file offline (no daemon needed),
 # chromium renders the status page, nginx is the real reverse proxy in
 # front of corral in the proxy-headers test, kubectl renders the kustomization
-# (kubectl kustomize, offline). `make bench` asks for wrk=wrk.
+# (kubectl kustomize, offline). `make bench` asks for wrk=wrk and
+# valgrind=valgrind (callgrind counts instructions per request).
 # Idempotent: does nothing when every command is already on PATH.
 set -euo pipefail
 

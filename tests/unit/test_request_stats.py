@@ -27,17 +27,22 @@ from corral.request_stats.layout import (
     BLOCK_BYTES,
     BLOCK_CELLS,
     BUCKETS,
-    BUCKETS_BASE,
-    COUNTS_BASE,
     HEADER_INDEX,
     LAYOUT_MAGIC,
     METHOD_LABELS,
+    REQUEST_CELL,
+    REQUESTS_BASE,
+    REQUESTS_END,
     STARTED_INDEX,
     STATUS_CLASSES,
     SUM_INDEX,
     WS_ENDED_INDEX,
     WS_GOING_AWAY_INDEX,
     WS_OPENED_INDEX,
+    bucket_counts,
+    bucket_offset,
+    request_cell,
+    requests_by_class,
 )
 from corral.request_stats.pool import RequestStatsPool, SlotRequestStats, StatsLease
 from corral.request_stats.recorder import RequestMetricsMiddleware, RequestRecorder, open_recorder
@@ -125,11 +130,43 @@ def test_layout_is_fixed_and_matches_prometheus_default_buckets() -> None:
     assert Histogram.DEFAULT_BUCKETS == BUCKETS
     assert METHOD_LABELS == ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other")
     assert STATUS_CLASSES == ("1xx", "2xx", "3xx", "4xx", "5xx")
-    assert (HEADER_INDEX, STARTED_INDEX, SUM_INDEX, COUNTS_BASE, BUCKETS_BASE) == (0, 1, 2, 3, 43)
-    assert (WS_OPENED_INDEX, WS_ENDED_INDEX, WS_GOING_AWAY_INDEX) == (58, 59, 60)
-    assert BLOCK_CELLS == 61
-    assert BLOCK_BYTES == 488
+    assert (HEADER_INDEX, STARTED_INDEX, SUM_INDEX) == (0, 1, 2)
+    assert (WS_OPENED_INDEX, WS_ENDED_INDEX, WS_GOING_AWAY_INDEX) == (3, 4, 5)
+    assert (REQUESTS_BASE, REQUESTS_END) == (6, 6 + 8 * 5 * 15)
+    assert BLOCK_CELLS == 606
+    assert BLOCK_BYTES == 4848
     assert float(int(LAYOUT_MAGIC)) == LAYOUT_MAGIC < 2**53
+
+
+def test_every_method_status_and_bucket_has_its_own_cell_and_the_lookups_agree() -> None:
+    """The hot path's table and the fallback name the same cells, and the
+    (method, class, bucket) cells tile the request area exactly once."""
+    seen: set[int] = set()
+    for m, method in enumerate(METHOD_LABELS):
+        name = method if method != "other" else "BREW"
+        for c, status in enumerate((101, 204, 302, 418, 503)):
+            first = request_cell(name, status)
+            assert first == REQUESTS_BASE + (m * 5 + c) * 15
+            if method != "other":
+                assert REQUEST_CELL[method][status] == first
+            seen.update(first + b for b in range(len(BUCKETS)))
+    assert seen == set(range(REQUESTS_BASE, REQUESTS_END))
+    five_hundred = request_cell("GET", 500)
+    for odd in (0, 99, 600, 1000, -1, "200", None, [200]):
+        assert request_cell("GET", odd) == five_hundred, odd
+
+
+def test_the_reader_sums_one_cell_per_request_into_both_views() -> None:
+    values = [0.0] * BLOCK_CELLS
+    values[request_cell("GET", 200) + bucket_offset(0.001)] += 1  # GET 2xx, first bucket
+    values[request_cell("GET", 404) + bucket_offset(0.3)] += 2  # GET 4xx, 0.5 bucket
+    values[request_cell("PURGE", 200) + bucket_offset(60.0)] += 1  # other 2xx, +Inf
+    counts = requests_by_class(values)
+    assert counts[0 * 5 + 1] == 1
+    assert counts[0 * 5 + 3] == 2
+    assert counts[7 * 5 + 1] == 1
+    assert sum(counts) == 4
+    assert bucket_counts(values) == [1, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1]
 
 
 # --- Middleware: counting -----------------------------------------------------------
@@ -318,7 +355,7 @@ def test_durations_land_in_the_right_bucket_and_read_back_cumulative(
     for _ in durations:
         _request(middleware)
 
-    raw = recorder.cells.tolist()[BUCKETS_BASE:WS_OPENED_INDEX]
+    raw = bucket_counts(recorder.cells.tolist())
     assert raw == [2, 1, 0, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 2, 2]  # stored non-cumulative
 
     stats = pool.snapshot()[0]
@@ -463,15 +500,15 @@ def test_open_recorder_rejects_a_file_that_is_not_a_block(
 ) -> None:
     short = tmp_path / "short"
     short.write_bytes(b"\0" * 100)
-    with pytest.raises(ValueError, match="100 bytes, not the 488"):
+    with pytest.raises(ValueError, match="100 bytes, not the 4848"):
         open_recorder(str(short))
     unprepared = tmp_path / "unprepared"
     unprepared.write_bytes(b"\0" * BLOCK_BYTES)
-    with pytest.raises(ValueError, match="layout version 2"):
+    with pytest.raises(ValueError, match="layout version 3"):
         open_recorder(str(unprepared))
     released = pool.acquire(0)
     pool.release(released)  # a free lane is zeroed, header included
-    with pytest.raises(ValueError, match="layout version 2"):
+    with pytest.raises(ValueError, match="layout version 3"):
         open_recorder(released.path)
 
 

@@ -50,14 +50,12 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 from corral.request_stats.layout import (
-    BUCKETS_BASE,
     FINITE_BUCKETS,
-    METHOD_BASE,
-    OTHER_BASE,
+    FIRST_BOUND,
+    REQUEST_CELL,
     STARTED_INDEX,
-    STATUS_5XX,
-    STATUS_OFFSET,
     SUM_INDEX,
+    request_cell,
 )
 
 CycleT = TypeVar("CycleT", bound=type)
@@ -99,12 +97,15 @@ def metered_cycle(
         status = self._corral_status
         if not self.response_complete and (not self.disconnected or _cancelled()):
             status = 0  # cut short by the server: 5xx
+        method = self.scope["method"]
         try:
-            cells[
-                METHOD_BASE.get(self.scope["method"], OTHER_BASE)
-                + STATUS_OFFSET.get(status, STATUS_5XX)
-            ] += 1.0
-            cells[BUCKETS_BASE + bisect_left(FINITE_BUCKETS, duration)] += 1.0
+            cell = REQUEST_CELL[method][status]
+        except (KeyError, TypeError):
+            cell = request_cell(method, status)
+        if duration > FIRST_BOUND:  # most requests are faster: no search
+            cell += bisect_left(FINITE_BUCKETS, duration)
+        try:
+            cells[cell] += 1.0
             cells[SUM_INDEX] += duration
         except ValueError:
             # The recorder is closed: this request's worker loop died under it and

@@ -23,8 +23,6 @@ from typing import cast
 from corral.owned_dir import OwnedDirectory
 from corral.request_stats.layout import (
     BUCKETS,
-    BUCKETS_BASE,
-    COUNTS_BASE,
     COUNTS_LEN,
     HEADER_INDEX,
     LAYOUT_MAGIC,
@@ -36,7 +34,10 @@ from corral.request_stats.layout import (
     WS_GOING_AWAY_INDEX,
     WS_OPENED_INDEX,
     ZERO_BLOCK,
+    bucket_counts,
+    finished_requests,
     map_block,
+    requests_by_class,
 )
 
 # The pool's private directory is named <parent>/corral-stats-XXXXXXXX.
@@ -118,10 +119,10 @@ class _Totals:
     def add_block(self, values: list[float]) -> None:
         """Add a block's counters, buckets and sum; ``started`` is not a total of its own."""
         counts, buckets = self.counts, self.buckets
-        for i in range(COUNTS_LEN):
-            counts[i] += values[COUNTS_BASE + i]
-        for i in range(len(BUCKETS)):
-            buckets[i] += values[BUCKETS_BASE + i]
+        for i, count in enumerate(requests_by_class(values)):
+            counts[i] += count
+        for i, count in enumerate(bucket_counts(values)):
+            buckets[i] += count
         self.duration_sum += values[SUM_INDEX]
         self.ws_opened += values[WS_OPENED_INDEX]
         self.ws_going_away += values[WS_GOING_AWAY_INDEX]
@@ -270,8 +271,7 @@ class RequestStatsPool:
 def _in_flight(values: list[float]) -> float:
     """Started minus finished. A read racing the writer can see a request finish
     that it did not see start (``started`` is copied first), so clamp at 0."""
-    finished = sum(values[COUNTS_BASE : COUNTS_BASE + COUNTS_LEN])
-    return max(0.0, values[STARTED_INDEX] - finished)
+    return max(0.0, values[STARTED_INDEX] - finished_requests(values))
 
 
 def _websockets_open(values: list[float]) -> float:

@@ -19,9 +19,9 @@ never changes while mapped, and every cell is an 8-byte-aligned float64 (an
 machine store or load, so a reader sees each cell either before or after an
 update, never torn. Nothing here relies on the GIL: the writer and the
 reader never share a Python object, only the pages. Cells are
-not updated together, so a scrape may see a request's counter before its
-bucket or sum: off by one for an instant, never corrupt, and right on the
-next scrape. That is the trade for a hot path without locks.
+not updated together, so a scrape may see a request counted before its
+duration is in the sum: off by one for an instant, never corrupt, and right
+on the next scrape. That is the trade for a hot path without locks.
 """
 
 from __future__ import annotations
@@ -29,27 +29,22 @@ from __future__ import annotations
 import contextlib
 import mmap
 import time
-from bisect import bisect_left
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import TracebackType
 from typing import Any
 
 from corral.request_stats.layout import (
-    BUCKETS_BASE,
-    FINITE_BUCKETS,
     HEADER_INDEX,
     LAYOUT_MAGIC,
     LAYOUT_VERSION,
-    METHOD_BASE,
-    OTHER_BASE,
     STARTED_INDEX,
-    STATUS_5XX,
-    STATUS_OFFSET,
     SUM_INDEX,
     WS_ENDED_INDEX,
     WS_GOING_AWAY_INDEX,
     WS_OPENED_INDEX,
+    bucket_offset,
     map_block,
+    request_cell,
 )
 
 Scope = MutableMapping[str, Any]
@@ -190,11 +185,7 @@ class RequestMetricsMiddleware:
         finally:
             duration = clock() - start
             try:
-                cells[
-                    METHOD_BASE.get(scope["method"], OTHER_BASE)
-                    + STATUS_OFFSET.get(status, STATUS_5XX)
-                ] += 1.0
-                cells[BUCKETS_BASE + bisect_left(FINITE_BUCKETS, duration)] += 1.0
+                cells[request_cell(scope["method"], status) + bucket_offset(duration)] += 1.0
                 cells[SUM_INDEX] += duration
             except ValueError:
                 # The recorder is closed: this request's worker loop died under it,
