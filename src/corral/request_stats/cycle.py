@@ -61,7 +61,9 @@ from corral.request_stats.layout import (
 CycleT = TypeVar("CycleT", bound=type)
 
 # A cycle's start once it has been counted (a float is a start still to count).
-_COUNTED: Any = object()
+# False rather than a sentinel object of our own: it is immortal, so thread
+# workers on a free-threaded build never contend on its reference count.
+_COUNTED = False
 
 
 def metered_cycle(
