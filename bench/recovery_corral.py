@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from bench.commands import corral_argv
@@ -23,6 +24,7 @@ from bench.recovery_systems import (
     STARTUP_TIMEOUT,
     WORKERS,
     CrashOutcome,
+    ExitWatch,
     Poll,
     Sample,
     System,
@@ -72,10 +74,12 @@ class CorralSystem(System):
         spawn = self._isolated_victim(server)
         generation: int = spawn["generation"]
         new = generation + 1
+        exited = None
         if self.mode == "process":
+            exited = ExitWatch(spawn["pid"])
             t_kill = time.monotonic()
             os.kill(spawn["pid"], signal.SIGKILL)
-        else:
+        else:  # a thread worker's death is its loop's, not a process's: no exit to watch
             t_kill = self._crash_slot0(server, generation)
         poll = poll_http(
             self.port,
@@ -88,7 +92,8 @@ class CorralSystem(System):
             self.notes.append(
                 f"slot 0 answered as generation {poll.payload.get('generation')}, expected {new}"
             )
-        return self._sample(server, generation, t_kill, poll)
+        sample = self._sample(server, generation, t_kill, poll)
+        return replace(sample, gone=exited.since(t_kill)) if exited else sample
 
     def _isolated_victim(self, server: ServerProcess) -> Record:
         """Slot 0's latest ``spawn`` event, once that worker is ready and old enough that its

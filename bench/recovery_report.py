@@ -24,12 +24,12 @@ class Interval:
     value: Callable[[Sample], float | None]
 
 
-INTERVALS = (
-    Interval("kill → `crash` event", lambda s: s.crash_event),
-    Interval("**A** kill → replacement spawned", lambda s: s.spawned),
-    Interval("kill → `ready` event", lambda s: s.ready_event),
-    Interval("**B** kill → replacement serving", lambda s: s.serving),
-)
+GONE = Interval("kill → the kernel reports the worker gone (pidfd)", lambda s: s.gone)
+CRASH = Interval("kill → `crash` event", lambda s: s.crash_event)
+SPAWNED = Interval("**A** kill → replacement spawned", lambda s: s.spawned)
+READY = Interval("kill → `ready` event", lambda s: s.ready_event)
+SERVING = Interval("**B** kill → replacement serving", lambda s: s.serving)
+INTERVALS = (GONE, CRASH, SPAWNED, READY, SERVING)
 
 
 def interval_stats(system: System, interval: Interval) -> Stats | None:
@@ -78,7 +78,7 @@ def issue_targets(systems: Sequence[System]) -> list[str]:
             target, what = READY_TARGET_MS, "kill → `ready`"
         else:
             continue
-        stats = interval_stats(system, INTERVALS[2])
+        stats = interval_stats(system, READY)
         if stats is None:
             continue
         verdict = "met" if stats.median <= target else "**missed**"
@@ -104,7 +104,7 @@ def target_lines(systems: Sequence[System]) -> list[str]:
         ("p99", _p99),
     )
     lines = []
-    for interval in (INTERVALS[1], INTERVALS[3]):
+    for interval in (SPAWNED, SERVING):
         stats = [(s, st) for s in systems if s.available if (st := interval_stats(s, interval))]
         if not stats:
             continue
@@ -196,6 +196,12 @@ def _method_lines(kills: int) -> list[str]:
         " fresh connection (`GET /?slot=0` for corral, which the other slot answers"
         " with `409`; `GET /` for uvicorn and gunicorn, until a pid not alive before the kill"
         " answers). Requests are 1 ms apart, so B has about 1-2 ms of polling error.",
+        "- The pidfd row, for every system whose worker is a process: a thread of the"
+        " bench opened a pidfd on the victim before the kill and stamps when it turns"
+        " readable, which is when the kernel has finished the process (its memory"
+        " freed). No supervisor can see a death earlier, so it is the floor under A;"
+        " what A adds above it is the supervisor's own work (for corral: noticing, then"
+        " the forkserver's accept, fork and reply).",
         "- `crash` / `ready` events: their `monotonic` stamps (`crash`: when the supervisor"
         " saw the death). `ready` is logged when the"
         " supervisor has processed the worker's report, so it may trail B slightly.",

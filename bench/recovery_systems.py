@@ -12,7 +12,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import select
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,11 +100,43 @@ class Sample:
 
     spawned: float  # A
     serving: float  # B
+    gone: float | None = None  # the kernel reports the killed process gone (a pidfd)
     crash_event: float | None = None  # corral only
     ready_event: float | None = None  # corral only
     requests: int = 0
     failed_requests: int = 0
     other_after_ready: int = 0  # corral: answers from the other slot after the ready stamp
+
+
+class ExitWatch:
+    """When the kernel reports a process gone: its pidfd (Linux 5.3+) turns readable
+    once the process has exited and its memory is freed, whoever its parent is. A
+    thread waits on it so the kill's other measurements start at once. This is
+    the floor under every system's "replacement spawned": nothing can notice the
+    death earlier."""
+
+    def __init__(self, pid: int) -> None:
+        self._at: float | None = None
+        self._thread: threading.Thread | None = None
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # not Linux, or already gone
+            return
+        self._thread = threading.Thread(target=self._wait, args=(fd,), daemon=True)
+        self._thread.start()
+
+    def _wait(self, fd: int) -> None:
+        try:
+            if select.select([fd], [], [], RECOVERY_TIMEOUT)[0]:
+                self._at = time.monotonic()
+        finally:
+            os.close(fd)
+
+    def since(self, t_kill: float) -> float | None:
+        """Seconds from ``t_kill`` to the exit, or ``None`` if it was not seen."""
+        if self._thread is not None:
+            self._thread.join(RECOVERY_TIMEOUT)
+        return None if self._at is None else self._at - t_kill
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +229,7 @@ class ChildProcessSystem(System):
         if len(workers) != WORKERS:
             raise BenchError(f"{self.label}: expected {WORKERS} workers, found {workers}")
         victim = workers[0]
+        exited = ExitWatch(victim)
         t_kill = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         deadline = t_kill + RECOVERY_TIMEOUT
@@ -216,6 +251,7 @@ class ChildProcessSystem(System):
         return Sample(
             spawned=t_spawned - t_kill,
             serving=poll.at - t_kill,
+            gone=exited.since(t_kill),
             requests=poll.requests,
             failed_requests=poll.failures,
         )

@@ -139,7 +139,11 @@ NOTES = [
     " one shared listening socket (gunicorn's `reuse_port` is off by default); a"
     " worker busy with a request is not waiting in accept(), so the split follows who"
     " is idle when a connection arrives. corral's own per-slot request counters"
-    " (`corral_http_requests_total`) give the last column.",
+    " (`corral_http_requests_total`) give the last column. The skew comes from the"
+    " load: this bench's wrk opens its connections from one thread, in a burst that"
+    " the first worker to wake accepts most of (libuv accepts until the queue is"
+    " empty). The same corral under `wrk -t2` (two connecting threads) splits 0.50,"
+    " both ways, in every round (NOTES.md, connection balance).",
     "- Hypercorn has no httptools parser; it is h11 on uvloop, so its gap is its HTTP"
     " parser, not its process model.",
     "- corral runs from the venv's `corral` script, as the README runs it, never"
