@@ -39,6 +39,7 @@ from __future__ import annotations
 import mmap
 import os
 from bisect import bisect_left
+from collections.abc import Sequence
 
 LAYOUT_VERSION = 3
 #: ``b"corr"`` then the version in the low 16 bits; below 2**53, so exact as a float64.
@@ -112,7 +113,7 @@ def bucket_offset(duration: float) -> int:
     return 0 if duration <= FIRST_BOUND else bisect_left(FINITE_BUCKETS, duration)
 
 
-def requests_by_class(values: list[float]) -> list[float]:
+def requests_by_class(values: Sequence[float]) -> list[float]:
     """A block's finished requests per method and status class, method-major."""
     width = len(BUCKETS)
     return [
@@ -120,13 +121,13 @@ def requests_by_class(values: list[float]) -> list[float]:
     ]
 
 
-def bucket_counts(values: list[float]) -> list[float]:
+def bucket_counts(values: Sequence[float]) -> list[float]:
     """A block's finished requests per duration bucket (non-cumulative)."""
     width = len(BUCKETS)
     return [sum(values[REQUESTS_BASE + b : REQUESTS_END : width]) for b in range(width)]
 
 
-def finished_requests(values: list[float]) -> float:
+def finished_requests(values: Sequence[float]) -> float:
     return sum(values[REQUESTS_BASE:REQUESTS_END])
 
 
