@@ -75,8 +75,8 @@ bench-packages:
 # 3.14t rows are added to section 7 when `make venv-ft314` succeeds; where this
 # machine cannot provide a CPython 3.14 the bench goes on without them.
 bench: $(BENCH_STAMP) venv-ft bench-packages
-	@$(MAKE) --no-print-directory venv-ft314 \
-		|| echo "bench: no free-threaded CPython 3.14 here; section 7 goes without 3.14t rows"
+	@mkdir -p build && $(MAKE) --no-print-directory venv-ft314 >build/venv-ft314.log 2>&1 \
+		|| echo "bench: no free-threaded CPython 3.14 here (build/venv-ft314.log: $$(grep -m1 -e '^E: ' -e 'error:' build/venv-ft314.log)); section 7 goes without 3.14t rows"
 	$(BIN)/python -m bench.run --output BENCHMARKS.md --plots docs/img
 
 bench-quick: $(BENCH_STAMP) venv-ft bench-packages

@@ -124,7 +124,7 @@ def run(quick: bool) -> Result:
         result.no_314 = (
             f"{FT314_PYTHON.relative_to(FT314_PYTHON.parents[2])} does not exist: `make"
             " venv-ft314` could not provide a free-threaded CPython 3.14 on this machine"
-            " (see its output at the start of `make bench`)"
+            " (`make bench` keeps its output in build/venv-ft314.log)"
         )
     result.rounds = QUICK_ROUNDS if quick else FULL_ROUNDS
     result.seconds = QUICK_SECONDS if quick else FULL_SECONDS
