@@ -240,7 +240,10 @@ def after_failure(
     slot's budget and backoff, like any restart; out of budget it is given
     up, and the old worker serves on. A successor booting when the current
     worker dies *is* the restart: a backoff respawn beside it would later
-    leave one of the two running untracked. A current worker that dies while
+    leave one of the two running untracked. It takes the slot even when the
+    budget is spent, since no restart is asked for: the slot is given up only
+    if that successor fails too (it is then the slot's worker, and its failure
+    takes the general path). A current worker that dies while
     its successor waits out a backoff is restarted as usual, which ends the
     succession: the restart brings a fresh worker, and the reload's new code.
     """
@@ -254,7 +257,7 @@ def after_failure(
             return AfterFailure(Outcome.RETRY_SUCCESSOR_LATER)
         return AfterFailure(Outcome.RETRY_SUCCESSOR_NOW)
     if role is Role.CURRENT and incoming_booting:
-        return AfterFailure(Outcome.EXHAUST if gave_up else Outcome.AWAIT_INCOMING)
+        return AfterFailure(Outcome.AWAIT_INCOMING)
     step = SuccessionStep.KEEP if succession is None else _ended(succession, gave_up=gave_up)
     if isinstance(decision, GiveUp):
         return AfterFailure(Outcome.EXHAUST, step)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -57,6 +60,42 @@ def test_jitter_gives_each_incarnation_its_own_quota(
         assert 5 <= limit <= 55
         assert served >= limit
     assert len({limit for _, limit in quotas}) > 1 or len(quotas) < 3
+
+
+def test_a_worker_that_dies_past_its_budget_while_its_successor_boots_hands_the_slot_over(
+    corral: Callable[..., CorralProcess], mode: str, tmp_path: Path
+) -> None:
+    """No restart is asked for, so the spent budget gives nothing up: the booting
+    successor takes the slot, and the slot never reads as exhausted."""
+    delay = tmp_path / "startup-delay"
+    server = corral(
+        "--workers", "1", "--mode", mode, "--max-requests", "5", "--max-restarts", "0",
+        env={"CHAOS_STARTUP_DELAY_FILE": str(delay)},
+    )  # fmt: skip
+    server.wait_ready(1)
+    delay.write_text("2")  # workers started from now on take 2 s in lifespan startup
+    with httpx.Client(base_url=server.base_url, timeout=10) as client:
+        for _ in range(5):
+            assert client.get("/", headers={"connection": "close"}).status_code == 200
+    server.wait_event("recycle", slot=0, generation=1)
+    server.wait_event("spawn", slot=0, generation=2)  # the successor boots
+    # ... and the worker it was to replace dies meanwhile.
+    if mode == "process":
+        (serving,) = server.events("ready", slot=0, generation=1)
+        os.kill(serving["pid"], signal.SIGKILL)
+    else:  # the successor does not accept yet, so /crash reaches the old worker
+        server.crash_slot(mode, 0)
+    (crash,) = server.wait_event("crash", slot=0, generation=1)
+    server.wait_event("ready", slot=0, generation=2, timeout=20)
+    assert not server.events("budget_exhausted")
+    assert not server.events("respawn"), "nothing restarted: the successor was already booting"
+    assert server.get("/").json()["generation"] == 2
+    rows = server.side("/workers").json()["workers"]
+    assert [(r["slot"], r["state"], r["generation"]) for r in rows] == [(0, "ready", 2)]
+    metrics = server.scrape()
+    assert metrics.value("corral_worker_exhausted", slot="0") == 0
+    assert metrics.value("corral_workers_ready") == 1
+    assert crash["seq"] < server.events("ready", slot=0, generation=2)[0]["seq"]
 
 
 def quota(event: dict[str, object]) -> tuple[int, int]:

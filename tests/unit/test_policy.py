@@ -382,7 +382,9 @@ FailureCase = tuple[Role, Decision, bool, bool, bool, SuccessorRole | None, Outc
         # The current worker while its successor boots: that successor is the restart.
         (Role.CURRENT, RESPAWN_NOW, True, True, True, RELOAD, Outcome.AWAIT_INCOMING, KEEP),
         (Role.CURRENT, RESPAWN_LATER, True, True, True, RECYCLE, Outcome.AWAIT_INCOMING, KEEP),
-        (Role.CURRENT, GIVE_UP, True, True, True, RELOAD, Outcome.EXHAUST, KEEP),
+        # ... even past the budget: no restart is asked for, so nothing is given up.
+        (Role.CURRENT, GIVE_UP, True, True, True, RELOAD, Outcome.AWAIT_INCOMING, KEEP),
+        (Role.CURRENT, GIVE_UP, True, True, True, RECYCLE, Outcome.AWAIT_INCOMING, KEEP),
         # The current worker while its failed successor waits out a backoff: the restart
         # ends the succession; a reload rolls on, unless the budget gave the slot up.
         (Role.CURRENT, RESPAWN_NOW, True, True, False, RELOAD, Outcome.RESPAWN_NOW, END),

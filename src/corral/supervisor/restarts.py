@@ -71,8 +71,12 @@ class Restarts:
             return None  # a successor failed while its old worker serves on
         if after.outcome is Outcome.NOTHING:
             return None
-        if isinstance(decision, GiveUp):
+        if after.outcome is Outcome.EXHAUST:
+            assert isinstance(decision, GiveUp)
             return self._exhaust(slot, decision.restarts_in_window)
+        if isinstance(decision, GiveUp):  # past the budget, but a successor is booting
+            slot.worker = None  # it takes the slot when ready; no restart to report
+            return None
         self._emit(
             EventKind.RESPAWN,
             handle,
