@@ -242,7 +242,7 @@ def after_failure(
     worker dies *is* the restart: a backoff respawn beside it would later
     leave one of the two running untracked. It takes the slot even when the
     budget is spent, since no restart is asked for: the slot is given up only
-    if that successor fails too (it is then the slot's worker, and its failure
+    if that successor fails too (with no current worker left, its failure
     takes the general path). A current worker that dies while
     its successor waits out a backoff is restarted as usual, which ends the
     succession: the restart brings a fresh worker, and the reload's new code.
