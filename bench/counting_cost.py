@@ -27,9 +27,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import http.client
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,11 +41,11 @@ from pathlib import Path
 from bench import request_overhead
 from bench.commands import corral_argv, shown
 from bench.servers import HOST, ROOT, BenchError, ServerProcess, free_port
+from bench.serving import APP, OBSERVABILITY_OFF
 
 SERVER_REQUESTS = 3000
 WARM_UP_REQUESTS = 300
 CYCLE_RUNS = (2000, 12000)  # two lengths: the difference is per request, start-up cancels
-APP = "bench.apps:app"
 REPEATS = 5
 NUMBER = 200_000
 
@@ -91,27 +91,16 @@ def _total(paths: Sequence[str]) -> int:
 
 def _keep_alive_requests(port: int, count: int) -> None:
     """``count`` GETs on one keep-alive connection, each answer read whole before the next."""
-    request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
-    with socket.create_connection((HOST, port), timeout=60) as conn:
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    try:
         for _ in range(count):
-            conn.sendall(request)
-            buffer = b""
-            while True:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    raise BenchError("the server closed the connection mid-run")
-                buffer += chunk
-                head, found, body = buffer.partition(b"\r\n\r\n")
-                if found and len(body) >= _content_length(head):
-                    break
-
-
-def _content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    raise BenchError("a response without Content-Length")
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200 or response.will_close:
+                raise BenchError(f"answer {response.status}, keep-alive {not response.will_close}")
+    finally:
+        conn.close()
 
 
 def server_instructions(observability: bool, workdir: str) -> tuple[float, list[str]]:
@@ -121,7 +110,7 @@ def server_instructions(observability: bool, workdir: str) -> tuple[float, list[
     argv = corral_argv(APP, port, metrics_port, workers=1, mode="process")
     # The worker boots tens of times slower under valgrind: no hang verdict meanwhile.
     argv += ["--worker-timeout", "600"]
-    env = {} if observability else {"OTEL_SDK_DISABLED": "true"}
+    env = {} if observability else dict(OBSERVABILITY_OFF)
     out = os.path.join(workdir, f"server-{observability}.%p")
     server = ServerProcess("corral-callgrind", _callgrind(out, *argv, atstart=False), env)
     try:

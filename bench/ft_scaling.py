@@ -31,7 +31,7 @@ from bench.commands import shown
 from bench.load import wrk_argv
 from bench.machine import FT314_PYTHON, FT_PYTHON
 from bench.memory import footprint
-from bench.servers import HOST
+from bench.servers import HOST, ROOT
 from bench.serving import Contender, corral_contender
 from bench.stats import LoadWindow, Spread
 
@@ -122,7 +122,7 @@ def run(quick: bool) -> Result:
     result.contenders = contenders(quick)
     if not FT314_PYTHON.exists():
         result.no_314 = (
-            f"{FT314_PYTHON.relative_to(FT314_PYTHON.parents[2])} does not exist: `make"
+            f"{FT314_PYTHON.relative_to(ROOT)} does not exist: `make"
             " venv-ft314` could not provide a free-threaded CPython 3.14 on this machine"
             " (`make bench` keeps its output in build/venv-ft314.log)"
         )

@@ -14,7 +14,6 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from dataclasses import replace
 from urllib.parse import urlsplit
 
 from bench.commands import corral_argv
@@ -92,8 +91,8 @@ class CorralSystem(System):
             self.notes.append(
                 f"slot 0 answered as generation {poll.payload.get('generation')}, expected {new}"
             )
-        sample = self._sample(server, generation, t_kill, poll)
-        return replace(sample, gone=exited.since(t_kill)) if exited else sample
+        gone = exited.since(t_kill) if exited else None
+        return self._sample(server, generation, t_kill, poll, gone)
 
     def _isolated_victim(self, server: ServerProcess) -> Record:
         """Slot 0's latest ``spawn`` event, once that worker is ready and old enough that its
@@ -121,7 +120,9 @@ class CorralSystem(System):
         number = spare["spare"]
         server.wait_for(lifecycle("ready", spare=number), RECOVERY_TIMEOUT, f"spare {number}")
 
-    def _sample(self, server: ServerProcess, generation: int, t_kill: float, poll: Poll) -> Sample:
+    def _sample(
+        self, server: ServerProcess, generation: int, t_kill: float, poll: Poll, gone: float | None
+    ) -> Sample:
         """The kill's figures from the lifecycle events of the old and the new generation."""
         new = generation + 1
         if self.spares:  # the promoted spare exists and is ready at its promotion
@@ -150,6 +151,7 @@ class CorralSystem(System):
         return Sample(
             spawned=spawned["monotonic"] - t_kill,
             serving=poll.at - t_kill,
+            gone=gone,
             crash_event=crash["monotonic"] - t_kill if crash else None,
             ready_event=ready["monotonic"] - t_kill,
             requests=poll.requests,
