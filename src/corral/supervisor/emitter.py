@@ -22,7 +22,7 @@ from corral.handles import WorkerHandle
 from corral.incarnation import Failed
 from corral.lifecycle.collector import LifecycleCollector
 from corral.lifecycle.events import EventKind, LifecycleEvent
-from corral.policy import ExitClass
+from corral.policy import ExitClass, Respawn
 from corral.runtime import WorkerMode
 
 
@@ -74,4 +74,17 @@ class Emitter:
             reason=verdict.reason,
             uptime=failed.uptime,
             message=failed.message or handle.boot_message,
+        )
+
+    def respawn(
+        self, handle: WorkerHandle, decision: Respawn, *, at: float | None = None
+    ) -> LifecycleEvent:
+        """The ``respawn`` event: a restart of a slot (or a spare), charged to its budget."""
+        return self.emit(
+            EventKind.RESPAWN,
+            handle,
+            at=at,
+            restart_number=decision.restart_number,
+            backoff=decision.delay,
+            budget_remaining=decision.budget_remaining,
         )

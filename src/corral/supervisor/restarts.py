@@ -77,14 +77,7 @@ class Restarts:
         if isinstance(decision, GiveUp):  # past the budget, but a successor is booting
             slot.worker = None  # it takes the slot when ready; no restart to report
             return None
-        self._emit(
-            EventKind.RESPAWN,
-            handle,
-            at=now,
-            restart_number=decision.restart_number,
-            backoff=decision.delay,
-            budget_remaining=decision.budget_remaining,
-        )
+        self._emitter.respawn(handle, decision, at=now)
         slot.worker = None
         if after.outcome is Outcome.RESPAWN_LATER:
             slot.respawn_at = now + decision.delay

@@ -60,6 +60,7 @@ class Roller:
         self._spawner = spawner
         self._spares = spares
         self._emit = emitter.emit
+        self._respawned = emitter.respawn
         self._policy = policy
         self._app_path = app_path
         self._drain = drain
@@ -177,7 +178,7 @@ class Roller:
         role = slot.succession
         if outcome in (Outcome.RETRY_SUCCESSOR_NOW, Outcome.RETRY_SUCCESSOR_LATER):
             assert isinstance(decision, Respawn)
-            self._emit_respawn(handle, decision)
+            self._respawned(handle, decision)  # a restart charged to the slot's budget
             if outcome is Outcome.RETRY_SUCCESSOR_LATER:
                 slot.successor_at = now + decision.delay
             else:
@@ -233,16 +234,6 @@ class Roller:
             backoff=backoff if outcome in _SUCCESSOR_OUTCOMES else None,
             budget_remaining=remaining,
             message=message,
-        )
-
-    def _emit_respawn(self, handle: WorkerHandle, decision: Respawn) -> None:
-        """The retry is a restart charged to the slot's budget, counted like any other."""
-        self._emit(
-            EventKind.RESPAWN,
-            handle,
-            restart_number=decision.restart_number,
-            backoff=decision.delay,
-            budget_remaining=decision.budget_remaining,
         )
 
     # --- Recycling (--max-requests) -------------------------------------------

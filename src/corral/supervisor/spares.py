@@ -188,13 +188,7 @@ class Spares:
                 ),
             )
             return
-        self._emitter.emit(
-            EventKind.RESPAWN,
-            handle,
-            restart_number=decision.restart_number,
-            backoff=decision.delay,
-            budget_remaining=decision.budget_remaining,
-        )
+        self._emitter.respawn(handle, decision)
         if decision.delay > 0:
             self.respawn_at = now + decision.delay
         else:
